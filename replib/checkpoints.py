@@ -1,0 +1,87 @@
+""""Load the checkpoint if present, else train": a small cache of results keyed by every setting that changes them.
+
+Files are written atomically (temporary file + rename), so an interrupted run never leaves a half-written checkpoint;
+a file that cannot be read, or whose stored settings differ from the requested ones, is reported and recomputed,
+never silently used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def cache_dir() -> Path:
+    """Where checkpoints live: $REPLIB_CACHE if set, else data/cache/ in a source checkout, else ~/.cache/replib."""
+    if os.environ.get("REPLIB_CACHE"):
+        path = Path(os.environ["REPLIB_CACHE"])
+    elif (_ROOT / "pyproject.toml").exists() and (_ROOT / "data").is_dir():
+        path = _ROOT / "data" / "cache"
+    else:
+        path = Path.home() / ".cache" / "replib"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A short stable hash of the settings (JSON with sorted keys; non-JSON values by their repr)."""
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_path(name: str, settings: dict[str, Any]) -> Path:
+    return cache_dir() / f"{name}-{settings_key(settings)}.pt"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checked(path: Path, settings: dict[str, Any]) -> Any | None:
+    """The stored result if `path` holds a readable checkpoint made with exactly `settings`, else None (with a
+    warning that says why when a file was there)."""
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, weights_only=False)
+        stored = blob["settings"]
+        result = blob["result"]
+    except Exception as err:  # corrupt or foreign file
+        warnings.warn(f"checkpoint {path.name} is unreadable ({type(err).__name__}: {err}); recomputing it")
+        return None
+    if json.dumps(stored, sort_keys=True, default=repr) != json.dumps(settings, sort_keys=True, default=repr):
+        warnings.warn(f"checkpoint {path.name} was made with other settings; recomputing it")
+        return None
+    return result
+
+
+def load_or_compute(name: str, settings: dict[str, Any], compute: Callable[[], Any], verbose: bool = True) -> Any:
+    """Return the cached result of `compute()` for these settings, computing and storing it on a miss."""
+    path = checkpoint_path(name, settings)
+    result = load_checked(path, settings)
+    if result is not None:
+        if verbose:
+            print(f"loaded checkpoint {path.name}")
+        return result
+    result = compute()
+    save_atomic({"settings": settings, "result": result}, path)
+    if verbose:
+        print(f"trained and saved checkpoint {path.name}")
+    return result

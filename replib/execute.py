@@ -1,0 +1,105 @@
+"""Execute the kit's notebooks with papermill at a profile ("full": the defaults a learner runs; "smoke": the small
+values CI runs), into a build folder. Sources in notebooks/ are never written.
+
+The smoke profile lives next to the full one in each notebook's `parameters` cell, as a trailing comment:
+    STEPS = 30_000  # smoke: 8_000
+so a reader sees both, and this module reads the same line.
+
+    python -m replib.execute --profile full  --out build/notebooks          # the main job
+    python -m replib.execute --profile smoke --out build/smoke --prepare-only  # nbval executes these
+    python -m replib.execute 01 -p N_TRAIN 8                                  # one notebook, other values
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+PROFILES = ("full", "smoke")
+_LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.+?)\s*#\s*smoke:\s*(?P<smoke>.+?)\s*$")
+
+
+def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell
+    raise ValueError("notebook has no cell tagged 'parameters'")
+
+
+def smoke_parameters(path: Path) -> dict[str, Any]:
+    """The smoke values written as `# smoke: VALUE` comments in the notebook's parameters cell."""
+    cell = parameters_cell(nbformat.read(path, as_version=4))
+    out = {}
+    for line in cell.source.splitlines():
+        m = _LINE.match(line.strip())
+        if m:
+            out[m["name"]] = ast.literal_eval(m["smoke"])
+    return out
+
+
+def find_notebooks(selection: list[str] | None = None) -> list[Path]:
+    """notebooks/NN_*.ipynb in order, or those whose name starts with one of `selection` (e.g. "01")."""
+    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if selection:
+        paths = [p for p in paths if any(p.name.startswith(s) or p.stem == s for s in selection)]
+        if not paths:
+            raise SystemExit(f"no notebook matches {selection}; choose from "
+                             f"{[p.stem for p in sorted(NOTEBOOKS.glob('[0-9][0-9]_*.ipynb'))]}")
+    return paths
+
+
+def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selection: list[str] | None = None,
+        overrides: dict[str, Any] | None = None, prepare_only: bool = False) -> dict[str, float]:
+    """Execute (or only parametrise) the selected notebooks into `out`; return wall seconds per notebook."""
+    import papermill as pm
+
+    if profile not in PROFILES:
+        raise SystemExit(f"--profile {profile!r} is not allowed: choose one of {PROFILES}")
+    out.mkdir(parents=True, exist_ok=True)
+    times = {}
+    for src in find_notebooks(selection):
+        params = smoke_parameters(src) if profile == "smoke" else {}
+        params.update(overrides or {})
+        start = time.perf_counter()
+        pm.execute_notebook(str(src), str(out / src.name), parameters=params, kernel_name="python3",
+                            prepare_only=prepare_only, cwd=str(out), progress_bar=False)
+        times[src.stem] = round(time.perf_counter() - start, 1)
+        if not prepare_only:
+            print(f"{src.name}: {times[src.stem]} s ({profile})", flush=True)
+    if not prepare_only:
+        log = out / "timings.json"
+        old = json.loads(log.read_text()) if log.exists() else {}
+        old.update({k: {"seconds": v, "profile": profile} for k, v in times.items()})
+        log.write_text(json.dumps(old, indent=1))
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="*", help="prefixes such as 01 02 (default: all)")
+    ap.add_argument("--profile", default="full", choices=PROFILES)
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "notebooks")
+    ap.add_argument("--prepare-only", action="store_true", help="inject parameters without executing")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="override one parameter (VALUE is a Python literal)")
+    args = ap.parse_args(argv)
+    overrides = {}
+    for name, value in args.parameter:
+        try:
+            overrides[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[name] = value
+    run(args.profile, args.out, args.notebooks, overrides, args.prepare_only)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

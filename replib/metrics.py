@@ -1,0 +1,86 @@
+"""Numbers that tell memorization from generalization.
+
+Representation metrics take hidden vectors h of shape (..., p) (one per sample) and reduce the last axis:
+a memorizing DAE gives *spiky* h (one neuron per training sample), a generalizing one *balanced* h.
+Memorization metrics compare training samples with the model's weight columns or with generated samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+_EPS = 1e-12
+
+
+def representation_std(h: torch.Tensor) -> torch.Tensor:
+    """The paper's spikiness score: the standard deviation of the representation's entries (population std).
+
+    Scale-dependent: compare it across samples of one model (as the detector does), not across models."""
+    return h.float().std(dim=-1, unbiased=False)
+
+
+def spikiness(h: torch.Tensor) -> torch.Tensor:
+    """Scale-free spikiness in [0, 1]: std(h) / (mean(h) sqrt(p - 1)) for non-negative h of length p.
+
+    0 when every neuron carries the same activation, 1 when a single neuron carries it all. Dividing the paper's std
+    by the mean activation makes models of different weight scale comparable (std / ||h||_2 would not do: for sparse
+    ReLU codes it stays near 1/sqrt(p) whatever the spread)."""
+    h = h.float()
+    p = h.shape[-1]
+    return representation_std(h) / (h.mean(-1).clamp_min(_EPS) * (p - 1) ** 0.5)
+
+
+def l4_l2_ratio(h: torch.Tensor) -> torch.Tensor:
+    """||h||_4 / ||h||_2, between p^(-1/4) (even) and 1 (one-hot)."""
+    h = h.float()
+    return h.norm(p=4, dim=-1) / h.norm(dim=-1).clamp_min(_EPS)
+
+
+def top1_share(h: torch.Tensor) -> torch.Tensor:
+    """Share of the representation's energy ||h||_2^2 held by its largest entry: 1 when one neuron carries it all."""
+    e = h.float().pow(2)
+    return e.max(dim=-1).values / e.sum(dim=-1).clamp_min(_EPS)
+
+
+def participation_ratio(h: torch.Tensor) -> torch.Tensor:
+    """(sum h^2)^2 / sum h^4: the effective number of active neurons, between 1 (spiky) and p (even)."""
+    e = h.float().pow(2)
+    return e.sum(-1).pow(2) / e.pow(2).sum(-1).clamp_min(_EPS)
+
+
+def representation_summary(h: torch.Tensor) -> dict[str, float]:
+    """Mean of every representation metric over the samples in h (rows)."""
+    return {
+        "std": float(representation_std(h).mean()),
+        "spikiness": float(spikiness(h).mean()),
+        "l4/l2": float(l4_l2_ratio(h).mean()),
+        "top-1 share": float(top1_share(h).mean()),
+        "participation ratio": float(participation_ratio(h).mean()),
+    }
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between every row of a (n, d) and every row of b (m, d): shape (n, m)."""
+    a = a.float() / a.float().norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    b = b.float() / b.float().norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    return a @ b.T
+
+
+def best_column_cosine(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each sample (row of x, shape (n, d)) the largest cosine to any weight column (weights: (d, p)) and which
+    column it is. Near 1: the weights hold a copy of that sample."""
+    best = cosine_matrix(x, weights.T).max(dim=1)
+    return best.values, best.indices
+
+
+def nearest_neighbor(queries: torch.Tensor, reference: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distances (n, k) from each query row to its k nearest reference rows, and their indices."""
+    d = torch.cdist(queries.float().flatten(1), reference.float().flatten(1))
+    out = d.topk(k, dim=1, largest=False)
+    return out.values, out.indices
+
+
+def auroc(scores, labels) -> float:
+    """Area under the ROC curve of `scores` for the binary `labels` (1 = positive), via scikit-learn."""
+    return float(roc_auc_score(np.asarray(labels).astype(int), np.asarray(scores, dtype=float)))

@@ -1,0 +1,88 @@
+"""Figures the notebooks share: weight columns as images, representation bar plots, spikiness distributions."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from .metrics import best_column_cosine
+
+
+def _img(v: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    return v.detach().float().reshape(shape).numpy()
+
+
+def show_images(images: torch.Tensor, shape: tuple[int, int], titles: Sequence[str] | None = None, ncols: int = 10,
+                size: float = 1.1, suptitle: str | None = None):
+    """A grid of flattened images (n, d), each scaled to its own range."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(_img(images[i], shape), cmap="gray")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weight_columns(weights: torch.Tensor, shape: tuple[int, int], train: torch.Tensor | None = None,
+                        k: int = 20, ncols: int = 10, suptitle: str | None = None):
+    """The k largest-norm weight columns (weights: (d, p)) as images, sorted by norm, each annotated with its norm
+    and, when training images are given, its best cosine to any of them (1.00 = a stored copy)."""
+    norms = weights.norm(dim=0)
+    order = torch.argsort(norms, descending=True)[:k]
+    titles = []
+    for j in order:
+        t = f"|w|={norms[j]:.2f}"
+        if train is not None:
+            t += f"\ncos={best_column_cosine(weights[:, j][None], train.T)[0].item():.2f}"
+        titles.append(t)
+    return show_images(weights[:, order].T, shape, titles, ncols=ncols, suptitle=suptitle)
+
+
+def plot_representations(h: torch.Tensor, labels: Sequence[str] | None = None, ncols: int = 5, sort: bool = False,
+                         suptitle: str | None = None, size: tuple[float, float] = (2.6, 1.7)):
+    """One bar plot per representation vector (rows of h): spiky = one tall bar, balanced = many small ones."""
+    h = h.detach().float()
+    n = len(h)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, sharey=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        v = torch.sort(h[i], descending=True).values if sort else h[i]
+        ax.bar(np.arange(len(v)), v.numpy(), width=1.0, color="C0")
+        ax.set_xticks([])
+        ax.tick_params(labelsize=6)
+        if labels is not None:
+            ax.set_title(labels[i], fontsize=8)
+    axes.flat[0].set_ylabel("activation", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_distributions(values: dict[str, torch.Tensor | np.ndarray], xlabel: str = "spikiness",
+                       title: str | None = None, ax=None):
+    """Overlaid seaborn distributions (histogram + KDE) of one score for several groups."""
+    frame = pd.concat([pd.DataFrame({xlabel: np.asarray(v, dtype=float), "group": k}) for k, v in values.items()])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.2))
+    sns.histplot(frame, x=xlabel, hue="group", stat="density", common_norm=False, kde=True, element="step", ax=ax)
+    if title:
+        ax.set_title(title)
+    return ax
