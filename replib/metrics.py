@@ -84,3 +84,10 @@ def nearest_neighbor(queries: torch.Tensor, reference: torch.Tensor, k: int = 1)
 def auroc(scores, labels) -> float:
     """Area under the ROC curve of `scores` for the binary `labels` (1 = positive), via scikit-learn."""
     return float(roc_auc_score(np.asarray(labels).astype(int), np.asarray(scores, dtype=float)))
+
+
+def trend(x, y) -> float:
+    """Spearman rank correlation of y with x: -1 when y falls monotonically as x grows."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)

@@ -86,3 +86,28 @@ def plot_distributions(values: dict[str, torch.Tensor | np.ndarray], xlabel: str
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_model_overview(weights: torch.Tensor, shape: tuple[int, int], train: torch.Tensor, h: torch.Tensor,
+                        title: str = "", k: int = 8, n_rep: int = 4):
+    """One figure per model: its k longest weight columns (with best cosine to a training image) above the
+    representations of n_rep training images. Used by the explorers that slide over trained models."""
+    norms = weights.norm(dim=0)
+    order = torch.argsort(norms, descending=True)[:k]
+    cos, _ = best_column_cosine(weights[:, order].T, train.T)
+    fig = plt.figure(figsize=(1.3 * k, 3.6))
+    grid = fig.add_gridspec(2, max(k, n_rep))
+    for i, j in enumerate(order):
+        ax = fig.add_subplot(grid[0, i])
+        ax.imshow(_img(weights[:, j], shape), cmap="gray")
+        ax.set_title(f"cos={cos[i]:.2f}", fontsize=7)
+        ax.axis("off")
+    width = max(k, n_rep) // n_rep
+    for i in range(min(n_rep, len(h))):
+        ax = fig.add_subplot(grid[1, i * width : (i + 1) * width])
+        ax.bar(np.arange(h.shape[1]), h[i].detach().numpy(), width=1.0)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
