@@ -1,0 +1,162 @@
+import warnings
+
+import pytest
+import torch
+
+import replib.training as training
+from replib.checkpoints import cache_dir, checkpoint_path, load_or_compute, save_atomic, settings_key
+from replib.data import simplex_samples
+from replib.training import DAETraining, train_dae_cached
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("REPLIB_CACHE", str(path))
+    return path
+
+
+class Counter:
+    def __init__(self, value):
+        self.calls, self.value = 0, value
+
+    def __call__(self):
+        self.calls += 1
+        return self.value
+
+
+def test_cache_dir_follows_env(cache):
+    assert cache_dir() == cache and cache.is_dir()
+
+
+def test_settings_key_ignores_key_order_and_sees_values():
+    assert settings_key({"a": 1, "b": [1, 2]}) == settings_key({"b": [1, 2], "a": 1})
+    assert settings_key({"a": 1, "b": [1, 2]}) != settings_key({"a": 1, "b": [1, 3]})
+
+
+def test_load_or_compute_computes_once_then_loads(cache, capsys):
+    settings = {"n": 3, "sigma": 0.2}
+    compute = Counter({"w": torch.arange(4.0)})
+    first = load_or_compute("run", settings, compute)
+    second = load_or_compute("run", dict(settings), compute)
+    assert compute.calls == 1
+    assert torch.equal(first["w"], second["w"])
+    assert checkpoint_path("run", settings).exists()
+    out = capsys.readouterr().out
+    assert "trained and saved" in out and "loaded checkpoint" in out
+
+
+def test_different_settings_different_files(cache):
+    a = load_or_compute("run", {"n": 3}, Counter("a"), verbose=False)
+    b = load_or_compute("run", {"n": 4}, Counter("b"), verbose=False)
+    assert (a, b) == ("a", "b")
+    assert checkpoint_path("run", {"n": 3}) != checkpoint_path("run", {"n": 4})
+    assert len(list(cache.glob("run-*.pt"))) == 2
+    assert load_or_compute("run", {"n": 3}, Counter("other"), verbose=False) == "a"
+    assert load_or_compute("other-name", {"n": 3}, Counter("c"), verbose=False) == "c"
+
+
+def test_corrupted_file_is_reported_and_recomputed(cache):
+    settings = {"n": 3}
+    path = checkpoint_path("run", settings)
+    path.write_bytes(b"\x00garbage, not a torch file\xff" * 10)
+    compute = Counter([1, 2, 3])
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert load_or_compute("run", settings, compute, verbose=False) == [1, 2, 3]
+    assert compute.calls == 1
+    # the recomputed result replaced the bad file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_or_compute("run", settings, compute, verbose=False) == [1, 2, 3]
+    assert compute.calls == 1
+
+
+def test_foreign_file_without_settings_is_recomputed(cache):
+    settings = {"n": 3}
+    torch.save({"something": "else"}, checkpoint_path("run", settings))
+    compute = Counter(7)
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert load_or_compute("run", settings, compute, verbose=False) == 7
+    assert compute.calls == 1
+
+
+def test_mismatching_stored_settings_are_reported_and_recomputed(cache):
+    settings = {"n": 3, "sigma": 0.2}
+    path = checkpoint_path("run", settings)
+    torch.save({"settings": {"n": 3, "sigma": 0.5}, "result": "stale"}, path)
+    compute = Counter("fresh")
+    with pytest.warns(UserWarning, match="other settings"):
+        assert load_or_compute("run", settings, compute, verbose=False) == "fresh"
+    assert compute.calls == 1
+    assert torch.load(path, weights_only=False)["settings"] == settings
+
+
+def test_save_atomic_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "sub" / "x.pt"
+    save_atomic({"a": torch.ones(3)}, path)
+    save_atomic({"a": torch.zeros(3)}, path)
+    assert [p.name for p in path.parent.iterdir()] == ["x.pt"]
+    assert torch.equal(torch.load(path)["a"], torch.zeros(3))
+
+
+def test_save_atomic_failure_keeps_old_file(tmp_path):
+    path = tmp_path / "x.pt"
+    save_atomic({"a": torch.ones(3)}, path)
+    with pytest.raises(Exception):
+        save_atomic({"f": lambda: 0}, path)  # a lambda cannot be pickled
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+    assert torch.equal(torch.load(path)["a"], torch.ones(3))
+
+
+# ---------------------------------------------------------------- train_dae_cached
+@pytest.fixture
+def counted_train(monkeypatch):
+    calls = []
+    real = training.train_dae
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_dae", wrapper)
+    return calls
+
+
+def test_train_dae_cached_trains_once_then_loads(cache, counted_train):
+    x = simplex_samples(4, 8, norm=1.0)
+    cfg = DAETraining(sigma=0.1, steps=30, lr=1e-2)
+    m1, log1 = train_dae_cached("dae", x, cfg, width=6, progress=False)
+    assert len(counted_train) == 1
+    m2, log2 = train_dae_cached("dae", x, cfg, width=6, progress=False)
+    assert len(counted_train) == 1
+    assert torch.equal(m1.W1, m2.W1)
+    assert log1.steps == log2.steps and all((a == b).all() for a, b in zip(log1.loss, log2.loss))
+    # the loaded weights are the trained ones, not a fresh initialisation
+    assert not torch.equal(m2.W1, training.ReLUDAE(8, 6).W1)
+    # other settings or other data train again
+    train_dae_cached("dae", x, DAETraining(sigma=0.2, steps=30, lr=1e-2), width=6, progress=False)
+    assert len(counted_train) == 2
+    y = x.clone()
+    y[0, 0] += 0.01
+    train_dae_cached("dae", y, cfg, width=6, progress=False)
+    assert len(counted_train) == 3
+    train_dae_cached("dae", x, cfg, width=6, tied=False, progress=False)
+    assert len(counted_train) == 4
+
+
+def test_train_dae_cached_bank(cache, counted_train):
+    x = simplex_samples(4, 8, norm=1.0)
+    cfg = DAETraining(sigma=[0.1, 0.3], steps=20, lr=1e-2)
+    bank, log = train_dae_cached("bank", [x[:2], x], cfg, width=5, progress=False)
+    assert bank.n_models == 2 and log.final_loss.shape == (2,)
+    again, _ = train_dae_cached("bank", [x[:2], x], cfg, width=5, progress=False)
+    assert len(counted_train) == 1 and torch.equal(bank.W1, again.W1)
+
+
+def test_train_dae_cached_other_split_of_same_rows_trains_again(cache, counted_train):
+    # two banks whose models see different training sets must not share a checkpoint
+    x = simplex_samples(5, 8, norm=1.0)
+    cfg = DAETraining(sigma=0.1, steps=10, lr=1e-2)
+    train_dae_cached("split", [x[:2], x[2:]], cfg, width=6, progress=False)
+    train_dae_cached("split", [x[:3], x[3:]], cfg, width=6, progress=False)
+    assert len(counted_train) == 2

@@ -1,0 +1,103 @@
+import ast
+
+import nbformat
+import pytest
+
+from replib import execute, widgets
+
+
+def _notebook(path, parameters_source, other_cells=()):
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell("# title\nX = 1  # smoke: 2"))
+    cell = nbformat.v4.new_code_cell(parameters_source)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells.append(cell)
+    for src in other_cells:
+        nb.cells.append(nbformat.v4.new_code_cell(src))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_smoke_parameters_parses_only_smoke_comments(tmp_path):
+    src = "\n".join([
+        "# Full profile; the `# smoke:` values are what CI runs.",
+        'DATASET = "mnist"          # "mnist" or "digits"',
+        "STEPS = 30_000             # smoke: 15_000",
+        "LR = 1e-3  # smoke: 3e-3",
+        "N_SWEEP = [5, 10, 20]   # smoke: [5, 20]",
+        'NAME = "a"  #smoke:"b c"',
+        "WIDTH = 100",
+        "SEED = 0  # the seed",
+    ])
+    path = _notebook(tmp_path / "nb.ipynb", src, other_cells=["Y = 1  # smoke: 2"])
+    assert execute.smoke_parameters(path) == {"STEPS": 15_000, "LR": 3e-3, "N_SWEEP": [5, 20], "NAME": "b c"}
+
+
+def test_smoke_parameters_needs_a_parameters_cell(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("STEPS = 3  # smoke: 1"))
+    nbformat.write(nb, str(tmp_path / "nb.ipynb"))
+    with pytest.raises(ValueError, match="parameters"):
+        execute.smoke_parameters(tmp_path / "nb.ipynb")
+
+
+def test_find_notebooks():
+    found = execute.find_notebooks(["01"])
+    assert found == [execute.NOTEBOOKS / "01_memorization.ipynb"]
+    assert found[0].exists()
+    everything = execute.find_notebooks()
+    assert everything == sorted(everything) and found[0] in everything and len(everything) >= 2
+    assert execute.find_notebooks(["01_memorization"]) == found
+    with pytest.raises(SystemExit):
+        execute.find_notebooks(["99"])
+
+
+@pytest.mark.parametrize("path", execute.find_notebooks(), ids=lambda p: p.stem)
+def test_real_notebook_parameters(path):
+    cell = execute.parameters_cell(nbformat.read(path, as_version=4))
+    full = {}
+    exec(cell.source, {}, full)  # the cell is plain assignments of literals
+    smoke = execute.smoke_parameters(path)
+    # every assignment line that carries a smoke comment was understood
+    tagged = [line for line in cell.source.splitlines() if "smoke:" in line and not line.lstrip().startswith("#")]
+    assert len(smoke) == len(tagged)
+    for name, value in smoke.items():
+        assert name in full, name
+        assert type(value) is type(full[name]), (name, value, full[name])
+        if isinstance(value, list):
+            assert all(type(v) is type(full[name][0]) for v in value)
+        assert value != full[name]
+    for name, value in full.items():
+        ast.literal_eval(repr(value))  # papermill can inject every parameter
+
+
+def test_explore_static_calls_plot_once_with_defaults(monkeypatch):
+    calls = []
+
+    def plot(n, sigma):
+        calls.append((n, sigma))
+        return "figure"
+
+    assert not widgets.interactive_frontend()
+    assert widgets.explore(plot, n=([5, 20, 100], 20), sigma=([0.1, 0.2], 0.1)) == "figure"
+    assert calls == [(20, 0.1)]
+    # a plain Python process has no kernel front-end even without REPLIB_STATIC
+    monkeypatch.delenv("REPLIB_STATIC")
+    assert not widgets.interactive_frontend()
+    assert widgets.explore(plot, n=([5, 6], 6), sigma=([0.3], 0.3)) == "figure"
+    assert calls == [(20, 0.1), (6, 0.3)]
+
+
+@pytest.mark.slow
+def test_papermill_bad_parameter_stops_with_readable_error(tmp_path):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = _notebook(tmp_path / "check.ipynb", "N = 5",
+                    other_cells=['from replib.params import check_int\ncheck_int("N", N, 1)'])
+    with pytest.raises(PapermillExecutionError) as err:
+        pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), parameters={"N": 0}, kernel_name="python3",
+                            cwd=str(tmp_path), progress_bar=False)
+    text = str(err.value)
+    assert "ParameterError" in text and "N" in text and ">= 1" in text
