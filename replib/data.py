@@ -62,7 +62,7 @@ def duplicate(x: torch.Tensor, items: torch.Tensor | list[int], k: int) -> tuple
     """Repeat the rows `items` of `x` so each appears `k` times in total. Returns (data, is_duplicated mask over the
     returned rows' source rows, i.e. a mask of length len(x))."""
     check_int("k", k, 1)
-    items = torch.as_tensor(items, dtype=torch.long)
+    items = torch.unique(torch.as_tensor(items, dtype=torch.long))
     if len(items) and (items.min() < 0 or items.max() >= len(x)):
         raise ParameterError(f"parameter items must index rows 0..{len(x) - 1}, got {items.tolist()}")
     extra = x[items].repeat_interleave(k - 1, dim=0)
@@ -148,5 +148,6 @@ def data_fingerprint(x: torch.Tensor | list[torch.Tensor]) -> str:
 
     h = hashlib.sha256()
     for t in x if isinstance(x, (list, tuple)) else [x]:
+        h.update(str(tuple(t.shape)).encode())  # set boundaries matter: [x[:2], x[2:]] != [x[:3], x[3:]]
         h.update(t.detach().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

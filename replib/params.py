@@ -5,6 +5,8 @@ papermill run with a wrong value stops at the top of the notebook with a sentenc
 """
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,8 +30,8 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
     """`value` must be an integer in [minimum, maximum]."""
     rng = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-        isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) and not (
+        isinstance(value, numbers.Real) and float(value).is_integer()
     ):
         _fail(name, value, rng)
     value = int(value)
@@ -43,11 +45,11 @@ def check_float(
 ) -> float:
     """`value` must be a real number >= minimum (> minimum when `strict`) and <= maximum."""
     op = ">" if strict else ">="
-    rng = f"a number {op} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    rng = f"a finite number {op} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         _fail(name, value, rng)
     value = float(value)
-    if value != value or (value <= minimum if strict else value < minimum) or (
+    if not math.isfinite(value) or (value <= minimum if strict else value < minimum) or (
         maximum is not None and value > maximum
     ):
         _fail(name, value, rng)

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .dae import ReLUDAE
 from .params import check_choice, check_float, check_int
+from .widgets import progress as progress_bar
 
 SCHEDULES = ("constant", "cosine", "cosine-tail")
 OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -99,8 +99,9 @@ def train_dae(model: ReLUDAE, data: torch.Tensor | list[torch.Tensor], cfg: DAET
               log_every: int = 100, desc: str = "training DAE") -> TrainLog:
     """Train every DAE of the bank on its own data set (data[m] for model m; a single (n, d) tensor for M = 1).
 
-    Full batch (batch_size None) uses every sample of each model's set at each step; otherwise each model draws
-    `batch_size` samples with replacement from its own set. Adam/RMSprop act elementwise, so optimising the summed loss
+    Full batch (batch_size None) uses every sample of each model's set at each step, padded to the largest set (so
+    use it for sets of similar size); otherwise each model draws `batch_size` samples with replacement from its own
+    set, which is what a sweep over n should use. Adam/RMSprop act elementwise, so optimising the summed loss
     of the bank is exactly M independent trainings.
     """
     padded, sizes = _stack(data)
@@ -114,7 +115,7 @@ def train_dae(model: ReLUDAE, data: torch.Tensor | list[torch.Tensor], cfg: DAET
     sigma = cfg.per_model("sigma", model.n_models)
     valid = (torch.arange(padded.shape[1])[None] < sizes[:, None]).float()
     log = TrainLog()
-    bar = tqdm(range(1, cfg.steps + 1), desc=desc, disable=not progress, mininterval=1.0)
+    bar = progress_bar(range(1, cfg.steps + 1), desc=desc, disable=not progress, mininterval=5.0)
     for step in bar:
         if cfg.batch_size is None:
             x, w = padded, valid

@@ -35,3 +35,13 @@ def explore(plot: Callable[..., Any], **controls: tuple[list[Any], Any]) -> Any:
                                        continuous_update=False)
                for name, (options, default) in controls.items()}
     return w.interact(plot, **sliders)
+
+
+def progress(iterable, **kwargs):
+    """A tqdm progress bar: the notebook widget with a live front-end, plain text otherwise (papermill, nbval, the
+    book), where a widget would be stored as a frozen snapshot."""
+    if interactive_frontend():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(iterable, **kwargs)

@@ -31,10 +31,13 @@ def test_load_mnist_subset_offline():
     assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
     assert float(x.min()) == -1.0  # background pixels are 0 -> -1
     assert ((y >= 0) & (y <= 9)).all()
-    # the images are distinct rows of the data set, and smaller draws with the same seed are nested
+    # the images are distinct rows of the data set
     assert len({tuple(r.tolist()) for r in x}) == 10
-    x3, y3 = load_images("mnist", n=3, seed=1)
-    assert torch.equal(x3, x[:3]) and torch.equal(y3, y[:3])
+    everything, all_labels = load_images("mnist")
+    idx = subsample_indices(5000, 10, seed=1)  # the draw is the seeded subsample of the full set, labels aligned
+    assert torch.equal(x, everything[idx]) and torch.equal(y, all_labels[idx])
+    assert everything.shape == (5000, 784) and torch.bincount(all_labels).tolist() == [500] * 10
+    assert float(everything.min()) == -1.0 and float(everything.max()) == 1.0  # pixels 0..255 -> -1..1
 
 
 def test_load_images_unknown_dataset():

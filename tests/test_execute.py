@@ -101,3 +101,11 @@ def test_papermill_bad_parameter_stops_with_readable_error(tmp_path):
                             cwd=str(tmp_path), progress_bar=False)
     text = str(err.value)
     assert "ParameterError" in text and "N" in text and ">= 1" in text
+
+
+def test_progress_is_plain_text_without_frontend():
+    from tqdm.std import tqdm
+
+    bar = widgets.progress(range(3), disable=True)
+    assert type(bar) is tqdm  # not the notebook widget, which papermill/nbval would store as a frozen snapshot
+    assert list(bar) == [0, 1, 2]
