@@ -109,3 +109,18 @@ def test_progress_is_plain_text_without_frontend():
     bar = widgets.progress(range(3), disable=True)
     assert type(bar) is tqdm  # not the notebook widget, which papermill/nbval would store as a frozen snapshot
     assert list(bar) == [0, 1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value, allowed", [("DATASET", "cifar10", "'mnist'"), ("SIGMA", -0.1, ">")])
+def test_real_notebook_stops_on_bad_parameter(tmp_path, name, value, allowed):
+    """A bad value given to a real notebook stops it before any training, naming the parameter and what is allowed."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = execute.find_notebooks(["01"])[0]
+    with pytest.raises(PapermillExecutionError) as err:
+        pm.execute_notebook(str(src), str(tmp_path / src.name), parameters={name: value}, kernel_name="python3",
+                            progress_bar=False, cwd=str(tmp_path))
+    text = str(err.value)
+    assert "ParameterError" in text and name in text and allowed in text
