@@ -91,3 +91,35 @@ def trend(x, y) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
+
+
+def nn_distance_ratio(samples: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """d1/d2 of each generated sample: the distance to its nearest training image over the distance to the second
+    nearest, both in pixel L2 divided by sqrt(H*W*C) (Gu et al.'s normalisation; it cancels in the ratio but keeps
+    the distances readable). Returns (ratio, index of the nearest training image)."""
+    scale = float(samples[0].numel()) ** 0.5
+    dist, idx = nearest_neighbor(samples, train, k=2)
+    dist = dist / scale
+    return dist[:, 0] / dist[:, 1].clamp_min(_EPS), idx[:, 0]
+
+
+def is_memorized(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3) -> torch.Tensor:
+    """Gu et al.'s rule: a generation is a copy when d1/d2 < 1/3 (much closer to one training image than to any
+    other)."""
+    return nn_distance_ratio(samples, train)[0] < threshold
+
+
+def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3) -> float:
+    """Share of a batch of generations that are copies by the d1/d2 < 1/3 rule."""
+    return float(is_memorized(samples, train, threshold).float().mean())
+
+
+def detection_summary(scores, labels) -> dict[str, float]:
+    """AUROC and TPR at 1% FPR of a detector whose higher scores mean 'memorized' (labels: 1 = memorized).
+
+    TPR@1%FPR: the threshold is the 99th percentile of the negative (label 0) scores; the TPR is the share of positive
+    scores strictly above it. With fewer than 100 negatives this is the best a 1% FPR can be resolved."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels).astype(int)
+    threshold = np.percentile(scores[labels == 0], 99)
+    return {"AUROC": auroc(scores, labels), "TPR@1%FPR": float((scores[labels == 1] > threshold).mean()),
+            "threshold": float(threshold)}

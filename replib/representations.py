@@ -1,0 +1,78 @@
+"""Capture intermediate representations of any torch module (a DAE, a diffusers UNet, a Stable Diffusion pipeline's
+UNet) with forward hooks, pooled over space: the vectors whose spikiness the paper measures.
+
+    with capture_features(unet, ["up_blocks.0.resnets.2.nonlinearity"], pool="max") as feats:
+        unet(x, t)
+    v = feats["up_blocks.0.resnets.2.nonlinearity"]   # (batch, channels)
+
+A module that runs more than once per forward pass (diffusers resnets reuse one `nonlinearity` module) is recorded
+at every call; `calls` picks which (default: the last).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+POOLS = ("max", "mean", "none")
+
+
+def pool_features(x: torch.Tensor, pool: str = "max") -> torch.Tensor:
+    """(B, C, H, W) -> (B, C) by spatial max or mean; (B, ...) tensors of other ranks are flattened per sample
+    when pool == "none" and returned as they are when already (B, C)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is not allowed: pool must be one of {POOLS}")
+    if x.dim() == 4 and pool != "none":
+        return x.amax(dim=(2, 3)) if pool == "max" else x.mean(dim=(2, 3))
+    if x.dim() == 3 and pool != "none":  # (B, tokens, C) as in transformer blocks
+        return x.amax(dim=1) if pool == "max" else x.mean(dim=1)
+    return x.flatten(1)
+
+
+def module_names(model: nn.Module, contains: str = "") -> list[str]:
+    """Names of the model's submodules (those containing `contains`), the keys `capture_features` accepts."""
+    return [name for name, _ in model.named_modules() if name and contains in name]
+
+
+class FeatureStore(dict):
+    """name -> pooled tensor of the chosen call; `all_calls[name]` keeps every call's tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.all_calls: dict[str, list[torch.Tensor]] = {}
+
+
+@contextmanager
+def capture_features(model: nn.Module, names: list[str] | str, pool: str = "max", calls: int = -1,
+                     detach: bool = True) -> Iterator[FeatureStore]:
+    """Record the (pooled) outputs of the named submodules while the block runs; hooks are removed on exit, also on
+    error. Unknown names raise a KeyError that lists close matches."""
+    names = [names] if isinstance(names, str) else list(names)
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        hint = {n: [m for m in modules if n.split(".")[0] in m][:5] for n in missing}
+        raise KeyError(f"no submodule named {missing}; some that exist: {hint}")
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is not allowed: pool must be one of {POOLS}")
+    store = FeatureStore()
+
+    def hook_for(name):
+        def hook(_module, _inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            out = out.detach() if detach else out
+            store.all_calls.setdefault(name, []).append(pool_features(out.float(), pool))
+            store[name] = store.all_calls[name][-1]  # the latest while running; the chosen call after the block
+        return hook
+
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+        for name, recorded in store.all_calls.items():
+            if -len(recorded) <= calls < len(recorded):
+                store[name] = recorded[calls]
