@@ -7,7 +7,6 @@ BUILD ?= build
 export REPLIB_STATIC := 1
 export TRANSFORMERS_VERBOSITY := error
 export HF_HUB_OFFLINE := 1
-export MPLBACKEND := Agg
 
 .PHONY: all env notebooks book test clean
 
