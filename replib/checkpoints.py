@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from torch import nn
+
 import torch
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +87,49 @@ def load_or_compute(name: str, settings: dict[str, Any], compute: Callable[[], A
     if verbose:
         print(f"trained and saved checkpoint {path.name}")
     return result
+
+
+def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
+                    step: Callable[[nn.Module, torch.Generator], torch.Tensor], steps: int, seed: int,
+                    save_every: int, show_progress: bool = True) -> nn.Module:
+    """Train `make()`'s model with `step(model, generator) -> loss` for `steps` steps, cached under `settings`.
+
+    A finished checkpoint is loaded without training. Otherwise a partial checkpoint (model, optimizer, generator
+    state, step) is written atomically every `save_every` steps and picked up by the next call, so an interrupted
+    run resumes; an unreadable or mismatched file is reported and ignored (see `checkpoints.load_checked`)."""
+    from .widgets import progress
+
+    model, opt = make()
+    final = checkpoint_path(name, settings)
+    partial = final.with_suffix(".partial.pt")
+    done = load_checked(final, settings)
+    if done is not None:
+        model.load_state_dict(done["model"])
+        print(f"loaded checkpoint {final.name}")
+        return model
+    g = torch.Generator().manual_seed(seed)
+    start, losses = 0, []
+    state = load_checked(partial, settings)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        start, losses = state["step"], state["losses"]
+        print(f"resuming {name} from step {start} of {steps}")
+    bar = progress(range(start + 1, steps + 1), desc=name, disable=not show_progress, mininterval=5.0,
+                       total=steps, initial=start)
+    for i in bar:
+        loss = step(model, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if i % save_every == 0 and i < steps:
+            save_atomic({"settings": settings, "result": {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                          "generator": g.get_state(), "step": i, "losses": losses}},
+                        partial)
+    save_atomic({"settings": settings, "result": {"model": model.state_dict(), "losses": losses}}, final)
+    partial.unlink(missing_ok=True)
+    print(f"trained and saved checkpoint {final.name}")
+    model.losses = losses
+    return model
