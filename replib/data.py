@@ -151,3 +151,10 @@ def data_fingerprint(x: torch.Tensor | list[torch.Tensor]) -> str:
         h.update(str(tuple(t.shape)).encode())  # set boundaries matter: [x[:2], x[2:]] != [x[:3], x[3:]]
         h.update(t.detach().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def scale_to_unit_norm(x: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, float]:
+    """Divide by the mean image norm (or a given `scale`) so images have norm ~1: inside the toy diffusion's noise
+    range sigma in [0.02, 2], small noise is small and the largest noise swamps the data. Returns (data, scale)."""
+    scale = float(x.norm(dim=1).mean()) if scale is None else scale
+    return x / scale, scale

@@ -3,11 +3,12 @@
 - The paper's toy: a time-conditioned tied two-layer ReLU DAE, D(x, sigma) = s x + W (relu(W^T x) * exp(MLP(log sigma))),
   with a learnable scalar skip s initialised at 0, trained as a VE denoiser with sigma log-uniform in [0.02, 2], and
   sampled with the probability-flow ODE (Euler steps on a geometric sigma grid).
-  Status (issue 3, in progress; not used by any notebook yet). Measured on 5 separable centred MNIST digits vs 5,000,
-  6k-12k Adam steps: a per-neuron exp(MLP) gain made Euler sampling diverge (untrained neurons got huge gains), so the
-  gain is now one scalar per noise level; with 1/sigma^2 or 1/sigma weighting the scalar skip drifts to ~1 (near
-  identity, no denoising); unweighted, the skip stays ~0 and the sampling representations are spiky for n=5 (0.59-0.63)
-  and balanced for n=5,000 (0.18-0.20), but samples shrink (norm 2.5 vs 12.7) and none copies a training image yet.
+  What makes it work (measured, notebook 04): the gain exp(MLP(log sigma)) is one scalar per noise level (a gain per
+  neuron let untrained neurons blow the sampler up); the loss is unweighted (with 1/sigma or 1/sigma^2 weights the
+  scalar skip drifts to ~1, i.e. identity); and the data is scaled so images have norm ~1, inside the sigma range
+  [0.02, 2] (with raw norms ~13 the sampler starts far off the data and its samples come out dim).
+  A tied ReLU denoiser is linear along each stored image, so it fixes a sample's direction, not its brightness: copies
+  come out as dimmer or brighter versions of a training image, which is why notebook 04 compares unit-norm images.
 - Training runs through `train_resumable`: "load the checkpoint if present, else train", with partial checkpoints
   written atomically every `save_every` steps so an interrupted run resumes where it stopped.
 """
@@ -114,9 +115,15 @@ def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100,
 
 @torch.no_grad()
 def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float = 0.02, sigma_max: float = 2.0,
-               seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Probability-flow ODE sampling, Euler steps on a geometric sigma grid from sigma_max to sigma_min, then one
-    final denoising step. Returns (samples, hidden representations h at every step)."""
+               method: str = "ode", seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Sample on a geometric sigma grid from sigma_max to sigma_min, then one final denoising step.
+
+    method "ode": Euler steps of the probability-flow ODE, dx = (x - D)/sigma dsigma (deterministic).
+    method "sde": Euler-Maruyama steps of the reverse VE SDE, x += (s_i^2 - s_{i+1}^2) score + sqrt(s_i^2 - s_{i+1}^2) z
+    with score = (D - x)/s_i^2; the fresh noise corrects the denoiser's errors along the way.
+    Returns (samples, the hidden representation h at every step)."""
+    if method not in ("ode", "sde"):
+        raise ValueError(f"method={method!r} is not allowed: method must be 'ode' or 'sde'")
     g = torch.Generator().manual_seed(seed)
     sigmas = torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps))
     x = sigma_max * torch.randn(n, model.W.shape[0], generator=g)
@@ -124,8 +131,11 @@ def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float
     for i, sigma in enumerate(sigmas):
         hidden.append(model.hidden(x, sigma))
         denoised = model(x, sigma)
-        if i + 1 < len(sigmas):
+        if i + 1 == len(sigmas):
+            x = denoised
+        elif method == "ode":
             x = x + (sigmas[i + 1] - sigma) * (x - denoised) / sigma
         else:
-            x = denoised
+            var = sigma**2 - sigmas[i + 1] ** 2
+            x = x + var * (denoised - x) / sigma**2 + var.sqrt() * torch.randn(x.shape, generator=g)
     return x, hidden

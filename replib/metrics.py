@@ -93,25 +93,36 @@ def trend(x, y) -> float:
     return float(spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
 
 
-def nn_distance_ratio(samples: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    flat = x.float().flatten(1)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(_EPS)
+
+
+def nn_distance_ratio(samples: torch.Tensor, train: torch.Tensor, unit_norm: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """d1/d2 of each generated sample: the distance to its nearest training image over the distance to the second
     nearest, both in pixel L2 divided by sqrt(H*W*C) (Gu et al.'s normalisation; it cancels in the ratio but keeps
-    the distances readable). Returns (ratio, index of the nearest training image)."""
+    the distances readable). unit_norm=True compares images scaled to norm 1 (a copy up to brightness counts).
+    Returns (ratio, index of the nearest training image)."""
+    if unit_norm:
+        samples, train = _unit(samples), _unit(train)
     scale = float(samples[0].numel()) ** 0.5
     dist, idx = nearest_neighbor(samples, train, k=2)
     dist = dist / scale
     return dist[:, 0] / dist[:, 1].clamp_min(_EPS), idx[:, 0]
 
 
-def is_memorized(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3) -> torch.Tensor:
+def is_memorized(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3, unit_norm: bool = False
+                 ) -> torch.Tensor:
     """Gu et al.'s rule: a generation is a copy when d1/d2 < 1/3 (much closer to one training image than to any
     other)."""
-    return nn_distance_ratio(samples, train)[0] < threshold
+    return nn_distance_ratio(samples, train, unit_norm)[0] < threshold
 
 
-def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3) -> float:
+def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3,
+                       unit_norm: bool = False) -> float:
     """Share of a batch of generations that are copies by the d1/d2 < 1/3 rule."""
-    return float(is_memorized(samples, train, threshold).float().mean())
+    return float(is_memorized(samples, train, threshold, unit_norm).float().mean())
 
 
 def detection_summary(scores, labels) -> dict[str, float]:

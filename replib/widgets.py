@@ -44,4 +44,6 @@ def progress(iterable, **kwargs):
         from tqdm.auto import tqdm
     else:
         from tqdm.std import tqdm
+
+        kwargs["mininterval"] = max(kwargs.get("mininterval", 0.1), 60.0)  # a few lines, not a scroll of them
     return tqdm(iterable, **kwargs)
