@@ -1,0 +1,38 @@
+"""The library path: a small diffusers UNet trained with DDPM noise (cached) and sampled with DDIM."""
+import torch
+
+from replib import data
+from replib.diffusion import UNetTraining, sample_ddim, small_unet, train_unet
+from replib.representations import capture_features
+
+
+def test_small_unet_shapes():
+    unet = small_unet(8, (8, 16), norm_groups=4)
+    out = unet(torch.randn(2, 1, 8, 8), torch.tensor([1, 500])).sample
+    assert out.shape == (2, 1, 8, 8)
+
+
+def test_train_cached_and_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))
+    x, _ = data.load_images("digits", n=6)
+    imgs = data.as_image_batch(x, data.IMAGE_SHAPES["digits"])
+    assert imgs.shape == (6, 1, 8, 8) and imgs.min() >= -1 and imgs.max() <= 1
+    cfg = UNetTraining(steps=6, batch_size=4, save_every=3)
+    unet = train_unet("u", imgs, cfg, progress=False, channels=(8, 16), norm_groups=4)
+    assert len(unet.losses) == 6
+    again = train_unet("u", imgs, cfg, progress=False, channels=(8, 16), norm_groups=4)
+    assert not hasattr(again, "losses")
+    for a, b in zip(unet.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    s1 = sample_ddim(again, 3, steps=4, seed=0)
+    s2 = sample_ddim(again, 3, steps=4, seed=0)
+    assert s1.shape == (3, 1, 8, 8) and torch.equal(s1, s2) and s1.min() >= -1 and s1.max() <= 1
+    with capture_features(again, ["up_blocks.0.resnets.1.nonlinearity"]) as feats:
+        sample_ddim(again, 2, steps=3, seed=0)
+    assert len(feats.all_calls["up_blocks.0.resnets.1.nonlinearity"]) >= 3, "hooks fire at every sampling step"
+
+
+def test_resize_keeps_range():
+    x, _ = data.load_images("mnist", n=3)
+    imgs = data.as_image_batch(x, (28, 28), 16)
+    assert imgs.shape == (3, 1, 16, 16) and imgs.min() >= -1 and imgs.max() <= 1
