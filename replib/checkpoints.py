@@ -14,9 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from torch import nn
-
 import torch
+from torch import nn
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +116,7 @@ def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Modul
         start, losses = state["step"], state["losses"]
         print(f"resuming {name} from step {start} of {steps}")
     bar = progress(range(start + 1, steps + 1), desc=name, disable=not show_progress, mininterval=5.0,
-                       total=steps, initial=start)
+                   total=steps, initial=start)
     for i in bar:
         loss = step(model, g)
         opt.zero_grad(set_to_none=True)

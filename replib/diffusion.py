@@ -1,6 +1,6 @@
 """Diffusion models, from scratch first and then with diffusers.
 
-- The paper's toy: a time-conditioned tied two-layer ReLU DAE, D(x, sigma) = s x + W (relu(W^T x) * exp(MLP(log sigma))),
+- The paper's toy: a time-conditioned tied two-layer ReLU DAE, D(x, sigma) = s x + exp(MLP(log sigma)) W relu(W^T c_in x),
   with a learnable scalar skip s initialised at 0, trained as a VE denoiser with sigma log-uniform in [0.02, 2], and
   sampled with the probability-flow ODE (Euler steps on a geometric sigma grid).
   What makes it work (measured, notebook 04): the gain exp(MLP(log sigma)) is one scalar per noise level (a gain per
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 
@@ -23,8 +24,6 @@ from .checkpoints import train_resumable
 from .params import check_choice, check_float, check_int
 
 WEIGHTINGS = ("none", "inverse-sigma", "edm")
-
-
 TOY_VERSION = 2  # part of every toy checkpoint's key: bump it when the model or its loss changes
 
 
@@ -102,8 +101,8 @@ def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100,
     """Train (or load) the toy diffusion DAE on `data` (n, d)."""
     from .data import data_fingerprint
 
-    settings = {"kind": "toy-diffusion", "version": TOY_VERSION, "width": width, "dim": data.shape[1], "data": data_fingerprint(data),
-                **asdict(cfg)}
+    settings = {"kind": "toy-diffusion", "version": TOY_VERSION, "width": width, "dim": data.shape[1],
+                "data": data_fingerprint(data), **asdict(cfg)}
 
     def make():
         model = ToyDiffusionDAE(data.shape[1], width, seed=cfg.seed)

@@ -60,11 +60,15 @@ def representation_summary(h: torch.Tensor) -> dict[str, float]:
     }
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows (flattened per sample) scaled to norm 1."""
+    flat = x.float().flatten(1)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(_EPS)
+
+
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity between every row of a (n, d) and every row of b (m, d): shape (n, m)."""
-    a = a.float() / a.float().norm(dim=-1, keepdim=True).clamp_min(_EPS)
-    b = b.float() / b.float().norm(dim=-1, keepdim=True).clamp_min(_EPS)
-    return a @ b.T
+    return _unit(a) @ _unit(b).T
 
 
 def best_column_cosine(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,11 +95,6 @@ def trend(x, y) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    flat = x.float().flatten(1)
-    return flat / flat.norm(dim=1, keepdim=True).clamp_min(_EPS)
 
 
 def nn_distance_ratio(samples: torch.Tensor, train: torch.Tensor, unit_norm: bool = False
