@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -104,19 +105,21 @@ def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Modul
     done = load_checked(final, settings)
     if done is not None:
         model.load_state_dict(done["model"])
-        print(f"loaded checkpoint {final.name}")
+        model.losses, model.train_seconds = done.get("losses", []), done.get("seconds", float("nan"))
+        print(f"loaded checkpoint {final.name} (trained in {model.train_seconds:.0f} s)")
         return model
     g = torch.Generator().manual_seed(seed)
-    start, losses = 0, []
+    start, losses, seconds = 0, [], 0.0
     state = load_checked(partial, settings)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         g.set_state(state["generator"])
-        start, losses = state["step"], state["losses"]
+        start, losses, seconds = state["step"], state["losses"], state.get("seconds", 0.0)
         print(f"resuming {name} from step {start} of {steps}")
     bar = progress(range(start + 1, steps + 1), desc=name, disable=not show_progress, mininterval=5.0,
                    total=steps, initial=start)
+    t0 = time.perf_counter() - seconds
     for i in bar:
         loss = step(model, g)
         opt.zero_grad(set_to_none=True)
@@ -125,10 +128,12 @@ def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Modul
         losses.append(float(loss.detach()))
         if i % save_every == 0 and i < steps:
             save_atomic({"settings": settings, "result": {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                          "generator": g.get_state(), "step": i, "losses": losses}},
+                                                          "generator": g.get_state(), "step": i, "losses": losses,
+                                                          "seconds": time.perf_counter() - t0}},
                         partial)
-    save_atomic({"settings": settings, "result": {"model": model.state_dict(), "losses": losses}}, final)
+    model.losses, model.train_seconds = losses, time.perf_counter() - t0
+    save_atomic({"settings": settings, "result": {"model": model.state_dict(), "losses": losses,
+                                                  "seconds": model.train_seconds}}, final)
     partial.unlink(missing_ok=True)
-    print(f"trained and saved checkpoint {final.name}")
-    model.losses = losses
+    print(f"trained and saved checkpoint {final.name} ({model.train_seconds:.0f} s)")
     return model

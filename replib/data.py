@@ -161,10 +161,15 @@ def scale_to_unit_norm(x: torch.Tensor, scale: float | None = None) -> tuple[tor
 
 
 def as_image_batch(x: torch.Tensor, shape: tuple[int, int], size: int | None = None) -> torch.Tensor:
-    """Flattened images (n, H*W) -> (n, 1, size, size), resized with antialiased bilinear interpolation (a smaller
-    size makes a UNet train several times faster), values kept in [-1, 1]."""
+    """Flattened images (n, H*W) -> (n, 1, size, size), values kept in [-1, 1]. A smaller size is an antialiased
+    bilinear resize (it makes a UNet train several times faster); a larger one pads with the background value -1
+    (28x28 MNIST -> 32x32, as diffusion papers do)."""
     img = x.reshape(len(x), 1, *shape)
-    if size is not None and size != shape[0]:
+    if size is not None and size < shape[0]:
         img = torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
                                               align_corners=False)
+    elif size is not None and size > shape[0]:
+        before = (size - shape[0]) // 2
+        after = size - shape[0] - before
+        img = torch.nn.functional.pad(img, (before, after, before, after), value=-1.0)
     return img.clamp(-1, 1)

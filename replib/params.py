@@ -56,8 +56,15 @@ def check_float(
     return value
 
 
-def check_int_list(name: str, values: Any, minimum: int = 1, min_length: int = 1) -> list[int]:
-    """`values` must be a list of at least `min_length` integers, each >= minimum."""
+def check_int_list(name: str, values: Any, minimum: int = 1, min_length: int = 1, maximum: int | None = None,
+                   increasing: bool = False) -> list[int]:
+    """`values` must be a list of at least `min_length` integers in [minimum, maximum], strictly increasing when
+    `increasing` (e.g. a sweep whose first and last entries the notebook compares)."""
+    what = f"a list of at least {min_length} integers >= {minimum}" + (f" and <= {maximum}" if maximum else "")
+    what += ", in increasing order" if increasing else ""
     if not isinstance(values, Sequence) or isinstance(values, str) or len(values) < min_length:
-        _fail(name, values, f"a list of at least {min_length} integers >= {minimum}")
-    return [check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(values)]
+        _fail(name, values, what)
+    out = [check_int(f"{name}[{i}]", v, minimum, maximum) for i, v in enumerate(values)]
+    if increasing and any(b <= a for a, b in zip(out, out[1:])):
+        _fail(name, values, what)
+    return out

@@ -111,3 +111,52 @@ def plot_model_overview(weights: torch.Tensor, shape: tuple[int, int], train: to
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_roc(scores: dict[str, np.ndarray], labels, title: str | None = None, ax=None):
+    """ROC curves (scikit-learn's `roc_curve`) of several detectors on the same labels (1 = memorized), with the
+    AUROC in the legend and the 1% false-positive rate marked."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels = np.asarray(labels).astype(int)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.8))
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(labels, np.asarray(s, dtype=float))
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(labels, s):.3f})")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+    ax.axvline(0.01, color="0.5", lw=0.8, ls=":")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_side_by_side(samples: torch.Tensor, nearest: torch.Tensor, reps: torch.Tensor,
+                      titles: Sequence[str] | None = None, suptitle: str | None = None):
+    """One row per generation: the generated image, its nearest training image, and its representation as a bar plot
+    (one bar per channel). Images are (n, C, H, W) or (n, H, W) in [-1, 1]; reps is (n, channels)."""
+    n = len(samples)
+    fig, axes = plt.subplots(n, 3, figsize=(6.4, 1.45 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 3]})
+    top = float(reps.max())
+    for i in range(n):
+        for j, img in enumerate((samples[i], nearest[i])):
+            img = img.detach().float()
+            img = img.permute(1, 2, 0) if img.dim() == 3 and img.shape[0] == 3 else img.reshape(img.shape[-2:])
+            axes[i, j].imshow(((img + 1) / 2).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].axis("off")
+        axes[i, 2].bar(np.arange(reps.shape[1]), reps[i].detach().float().numpy(), width=1.0, color="C0")
+        axes[i, 2].set_ylim(0, top * 1.05)
+        axes[i, 2].set_xticks([])
+        axes[i, 2].tick_params(labelsize=6)
+        if titles is not None:
+            axes[i, 2].set_title(titles[i], fontsize=7)
+    axes[0, 0].set_title("generated", fontsize=8)
+    axes[0, 1].set_title("nearest training", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig

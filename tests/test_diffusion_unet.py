@@ -21,7 +21,8 @@ def test_train_cached_and_sample(tmp_path, monkeypatch):
     unet = train_unet("u", imgs, cfg, progress=False, channels=(8, 16), norm_groups=4)
     assert len(unet.losses) == 6
     again = train_unet("u", imgs, cfg, progress=False, channels=(8, 16), norm_groups=4)
-    assert not hasattr(again, "losses")
+    assert again.losses == unet.losses, "the loaded checkpoint carries its loss curve"
+    assert again.train_seconds == unet.train_seconds > 0, "and how long the cold training took"
     for a, b in zip(unet.parameters(), again.parameters()):
         assert torch.equal(a, b)
     s1 = sample_ddim(again, 3, steps=4, seed=0)
@@ -36,3 +37,11 @@ def test_resize_keeps_range():
     x, _ = data.load_images("mnist", n=3)
     imgs = data.as_image_batch(x, (28, 28), 16)
     assert imgs.shape == (3, 1, 16, 16) and imgs.min() >= -1 and imgs.max() <= 1
+
+
+def test_pad_to_32_uses_background():
+    x, _ = data.load_images("mnist", n=2)
+    imgs = data.as_image_batch(x, (28, 28), 32)
+    assert imgs.shape == (2, 1, 32, 32)
+    assert torch.equal(imgs[:, :, 2:30, 2:30], x.reshape(2, 1, 28, 28))
+    assert (imgs[:, :, :2] == -1).all() and (imgs[:, :, :, 30:] == -1).all()

@@ -107,3 +107,11 @@ def test_check_int_list_bad_element_names_its_position():
     with pytest.raises(ParameterError) as err:
         check_int_list("N_SWEEP", [5, True])
     assert "N_SWEEP[1]" in str(err.value)
+
+
+def test_int_list_maximum_and_order():
+    assert check_int_list("N_LIST", [8, 512], 2, 2, maximum=1000, increasing=True) == [8, 512]
+    with pytest.raises(ParameterError, match="N_LIST.*<= 1000"):
+        check_int_list("N_LIST", [8, 5000], 2, 2, maximum=1000)
+    with pytest.raises(ParameterError, match="N_LIST.*increasing"):
+        check_int_list("N_LIST", [512, 8], 2, 2, increasing=True)

@@ -1,0 +1,62 @@
+"""The paper's detector on a diffusers UNet: noised single pass, pooled activation, std; layer candidates; plots."""
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from replib import detection, metrics, plotting
+from replib.diffusion import small_unet
+from replib.params import ParameterError
+
+LAYER = "up_blocks.0.resnets.1.nonlinearity"
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return small_unet(8, (8, 16), norm_groups=4).eval()
+
+
+def test_candidate_layers_in_data_flow_order(unet):
+    layers = detection.resnet_activation_layers(unet)
+    assert layers[0].startswith("down_blocks.0") and layers[-1].startswith("up_blocks.1")
+    assert any(n.startswith("mid_block") for n in layers) and LAYER in layers
+    assert all(n.endswith(".nonlinearity") for n in layers)
+
+
+def test_scores_shape_deterministic_and_batch_independent(unet):
+    x = torch.rand(10, 1, 8, 8) * 2 - 1
+    a = detection.representation_std_scores(unet, x, [LAYER, "mid_block.resnets.0.nonlinearity"], seed=3)
+    b = detection.representation_std_scores(unet, x, [LAYER, "mid_block.resnets.0.nonlinearity"], seed=3,
+                                            batch_size=3)
+    assert set(a) == {LAYER, "mid_block.resnets.0.nonlinearity"}
+    assert a[LAYER].shape == (10,) and np.isfinite(a[LAYER]).all()
+    np.testing.assert_allclose(a[LAYER], b[LAYER], rtol=1e-5, atol=1e-6)
+    c = detection.representation_std_scores(unet, x, LAYER, seed=4)
+    assert not np.allclose(a[LAYER], c[LAYER]), "the noise seed matters"
+
+
+def test_score_is_std_of_the_spatial_max(unet):
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    reps = detection.noised_representations(unet, x, LAYER, timestep=10, pool="max", seed=0)[LAYER]
+    assert reps.shape == (4, 16)
+    scores = detection.representation_std_scores(unet, x, LAYER, timestep=10, pool="max", seed=0)[LAYER]
+    np.testing.assert_allclose(scores, metrics.representation_std(reps).numpy(), rtol=1e-6)
+    mean_reps = detection.noised_representations(unet, x, LAYER, pool="mean", seed=0)[LAYER]
+    assert (reps >= mean_reps - 1e-6).all(), "a spatial max is never below the spatial mean"
+
+
+def test_bad_timestep_is_named(unet):
+    with pytest.raises(ParameterError, match="timestep"):
+        detection.representation_std_scores(unet, torch.zeros(1, 1, 8, 8), LAYER, timestep=1000)
+
+
+def test_roc_and_side_by_side_plots():
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(20), np.zeros(80)]
+    ax = plotting.plot_roc({"good": labels + rng.normal(0, 0.3, 100), "noise": rng.normal(size=100)}, labels)
+    assert len(ax.get_lines()) == 4 and "AUROC" in ax.get_legend().get_texts()[0].get_text()
+    fig = plotting.plot_side_by_side(torch.rand(2, 1, 8, 8) * 2 - 1, torch.rand(2, 1, 8, 8) * 2 - 1,
+                                     torch.rand(2, 16), titles=["a", "b"])
+    assert len(fig.axes) == 6
