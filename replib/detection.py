@@ -9,6 +9,9 @@ for a text-conditioned UNet) go through `unet_kwargs`.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -20,14 +23,21 @@ from .representations import capture_features
 @torch.no_grad()
 def noised_representations(unet: torch.nn.Module, x0: torch.Tensor, layers: list[str] | str, timestep: int = 10,
                            pool: str = "max", seed: int = 0, num_train_timesteps: int = 1000,
-                           unet_kwargs: dict | None = None, batch_size: int = 128) -> dict[str, torch.Tensor]:
+                           unet_kwargs: dict | None = None, batch_size: int = 128, scheduler=None
+                           ) -> dict[str, torch.Tensor]:
     """Pooled activations (n, channels) of `layers` for one UNet pass on x0 noised to `timestep` (DDPM forward
-    process, `DDPMScheduler.add_noise`, noise seeded by `seed` so the same image always gets the same score)."""
+    process, `scheduler.add_noise`, noise seeded by `seed` so the same image always gets the same score).
+
+    `scheduler` sets the noise schedule (default: diffusers' `DDPMScheduler` with its default linear betas; pass the
+    pipeline's scheduler for Stable Diffusion). Tensors in `unet_kwargs` with batch size 1 (e.g. the empty prompt's
+    `encoder_hidden_states`) are broadcast to the batch."""
     from diffusers import DDPMScheduler
 
+    if scheduler is not None:
+        num_train_timesteps = scheduler.config.num_train_timesteps
     check_int("timestep", timestep, 0, num_train_timesteps - 1)
     layers = [layers] if isinstance(layers, str) else list(layers)
-    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps)
+    scheduler = scheduler or DDPMScheduler(num_train_timesteps=num_train_timesteps)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     param = next(unet.parameters())
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
@@ -35,8 +45,10 @@ def noised_representations(unet: torch.nn.Module, x0: torch.Tensor, layers: list
         x = x0[start:start + batch_size].float()
         t = torch.full((len(x),), timestep, dtype=torch.long)
         xt = scheduler.add_noise(x, noise[start:start + batch_size], t)
+        extra = {k: v.expand(len(x), *v.shape[1:]) if torch.is_tensor(v) and v.shape[0] == 1 else v
+                 for k, v in (unet_kwargs or {}).items()}
         with capture_features(unet, layers, pool=pool) as feats:
-            unet(xt.to(param.device, param.dtype), t.to(param.device), **(unet_kwargs or {}))
+            unet(xt.to(param.device, param.dtype), t.to(param.device), **extra)
         for name in layers:
             out[name].append(feats[name].float().cpu())
     return {name: torch.cat(v) for name, v in out.items()}
@@ -56,3 +68,84 @@ def resnet_activation_layers(unet: torch.nn.Module) -> list[str]:
     names = [n for n, _ in unet.named_modules() if ".resnets." in n and n.endswith(".nonlinearity")]
     rank = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
     return sorted(names, key=lambda n: (rank.get(n.split(".")[0], 3), [int(p) if p.isdigit() else 0 for p in n.split(".")]))
+
+
+# --- Detectors for any StableDiffusionPipeline (the kit's glyph model or SD1.4) ---------------------------------------
+
+DETECTORS = ("representation std", "Wen first step", "Wen all steps", "nearest-neighbour distance")
+
+
+def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+                 pool: str = "max", seed: int = 0, batch_size: int = 32) -> np.ndarray:
+    """The paper's prompt-free detector on a pipeline: model-space samples (`Generations.latents`; use
+    `pipelines.encode` for images from elsewhere) noised to `timestep` with the pipeline's own noise schedule, one UNet
+    pass with the **empty** prompt, the spatial `pool` of `layer`, score = std. One UNet evaluation per sample."""
+    from diffusers import DDPMScheduler
+
+    from .pipelines import prompt_embeddings
+
+    empty = prompt_embeddings(pipe, [""])
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    return representation_std_scores(pipe.unet, latents, layer, timestep, pool, seed, batch_size=batch_size,
+                                     scheduler=scheduler, unet_kwargs={"encoder_hidden_states": empty})[layer]
+
+
+class GuidanceRecorder:
+    """Records, at every UNet call of a classifier-free-guidance pipeline, ||eps(x_t, c) - eps(x_t, empty)||_2 per
+    sample: Wen et al.'s (ICLR 2024) memorization signal. Diffusers stacks the batch as [unconditional, conditional]."""
+
+    def __init__(self):
+        self.calls: list[torch.Tensor] = []
+
+    def hook(self, _module, _inputs, output):
+        eps = output[0] if isinstance(output, (tuple, list)) else output.sample
+        uncond, cond = eps.float().chunk(2)
+        self.calls.append((cond - uncond).flatten(1).norm(dim=1).cpu())
+
+    def scores(self, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(first-step norms, norms averaged over all steps) for generations run in batches of `steps` calls each."""
+        if len(self.calls) % steps:
+            raise ValueError(f"recorded {len(self.calls)} UNet calls, not a multiple of steps={steps}")
+        blocks = [torch.stack(self.calls[i:i + steps]) for i in range(0, len(self.calls), steps)]
+        per_step = torch.cat(blocks, dim=1)  # (steps, n)
+        return per_step[0].numpy(), per_step.mean(0).numpy()
+
+
+@contextmanager
+def record_guidance(pipe) -> Iterator[GuidanceRecorder]:
+    """`with record_guidance(pipe) as rec: generate(pipe, ...)`, then `rec.scores(steps)`. The hook is removed on exit,
+    also on error."""
+    rec = GuidanceRecorder()
+    handle = pipe.unet.register_forward_hook(rec.hook)
+    try:
+        yield rec
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50,
+                          batch_size: int = 32) -> np.ndarray:
+    """Wen et al.'s one-step detector on its own: the initial noise each seed would start generation from (drawn as
+    diffusers' `randn_tensor` draws it for a list of generators), the first sampling timestep, one guided UNet call
+    (two evaluations: with and without the prompt), score = ||eps_c - eps_empty||_2. Equals the first step that
+    `record_guidance` sees during a full generation with the same seeds."""
+    from .pipelines import execution_device
+
+    prompts = list(prompts)
+    seeds = [seeds + i for i in range(len(prompts))] if isinstance(seeds, int) else list(seeds)
+    unet, device = pipe.unet, execution_device(pipe)
+    size = unet.config.sample_size
+    pipe.scheduler.set_timesteps(steps, device=device)
+    t = pipe.scheduler.timesteps[0]
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        x = torch.cat([torch.randn((1, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(int(s)))
+                       for s in seeds[start:start + batch_size]]).to(device, unet.dtype)
+        x = x * pipe.scheduler.init_noise_sigma
+        cond, uncond = pipe.encode_prompt(chunk, device, 1, True)
+        eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+        e_u, e_c = eps.chunk(2)
+        out.append((e_c - e_u).flatten(1).norm(dim=1).cpu())
+    return torch.cat(out).numpy()

@@ -1,0 +1,81 @@
+"""Generation with any diffusers `StableDiffusionPipeline`: the kit's pixel-space text-to-image model (no VAE) and
+Stable Diffusion v1.4 (with its VAE) go through the same few functions.
+
+The *model space* is what the UNet sees: VAE latents for SD1.4 (scaled by `vae.config.scaling_factor`), pixels in
+[-1, 1] for a pipeline without a VAE. Detection and steering work in model space; pictures are decoded to pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generations:
+    """What `generate` returns: model-space samples (the UNet's input space), pixels in [-1, 1] and the prompts."""
+
+    latents: torch.Tensor
+    images: torch.Tensor
+    prompts: list[str]
+    seconds: float
+
+
+def has_vae(pipe) -> bool:
+    return getattr(pipe, "vae", None) is not None
+
+
+def execution_device(pipe) -> torch.device:
+    return next(pipe.unet.parameters()).device
+
+
+@torch.no_grad()
+def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Model space -> pixels (n, C, H, W) in [-1, 1] (the identity without a VAE)."""
+    if not has_vae(pipe):
+        return latents.float().clamp(-1, 1).cpu()
+    vae = pipe.vae
+    out = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return out.float().clamp(-1, 1).cpu()
+
+
+@torch.no_grad()
+def encode(pipe, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Pixels in [-1, 1] -> model space (the VAE posterior's mean, scaled; the identity without a VAE)."""
+    if not has_vae(pipe):
+        return images.float()
+    vae = pipe.vae
+    dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
+    return (dist.mean * vae.config.scaling_factor).float().cpu()
+
+
+@torch.no_grad()
+def prompt_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
+    """Text-encoder hidden states (n, tokens, dim) exactly as the pipeline computes them ("" = the empty prompt)."""
+    embeds, _ = pipe.encode_prompt(list(prompts), execution_device(pipe), 1, False)
+    return embeds
+
+
+@torch.no_grad()
+def generate(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50, guidance_scale: float = 7.5,
+             batch_size: int = 16, progress: bool = True, **kwargs) -> Generations:
+    """One image per prompt, each from its own seeded generator (so a prompt's image does not depend on the batch it
+    ran in). Extra keyword arguments go to the pipeline call (e.g. `callback_on_step_end`)."""
+    import time
+
+    from .widgets import progress as bar
+
+    prompts = list(prompts)
+    seeds = [seeds + i for i in range(len(prompts))] if isinstance(seeds, int) else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    latents, t0 = [], time.perf_counter()
+    for start in bar(range(0, len(prompts), batch_size), desc="generating", disable=not progress,
+                     total=(len(prompts) + batch_size - 1) // batch_size):
+        chunk = slice(start, start + batch_size)
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds[chunk]]
+        out = pipe(prompts[chunk], num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
+                   output_type="latent", **kwargs)
+        latents.append(out.images.float().cpu())
+    latents = torch.cat(latents)
+    return Generations(latents, decode(pipe, latents), prompts, time.perf_counter() - t0)

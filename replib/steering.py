@@ -1,0 +1,107 @@
+"""Representation steering (the paper's second tool), for any diffusers `StableDiffusionPipeline`.
+
+A concept vector for block l is the mean, over reference images of the concept, of the block's spatially mean-pooled
+output (one UNet pass at a small timestep, with each image's prompt). Steering adds alpha * v_l to that block's
+output, broadcast over space, on the **conditional half** of the classifier-free-guidance batch, during a window of
+sampling steps. The paper (SD1.4): up_blocks.0 resnets 0-2 and up_blocks.1 resnets 0-1, steps 18-37 of 40,
+alpha in {0, 0.2, ..., 0.5}. A generalizing prompt follows the push; a memorized one resists: its sample is pinned
+to the stored training image.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .params import check_float, check_int
+
+SD14_STEERING_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
+                        "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
+
+
+@torch.no_grad()
+def concept_vectors(pipe, latents: torch.Tensor, prompts: list[str], layers: list[str], timestep: int = 10,
+                    seed: int = 0, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """v_l = mean over the reference samples (model space) of block l's spatial-mean output, captured at `timestep`
+    with each sample's prompt. Returns {layer: (channels,)}."""
+    from diffusers import DDPMScheduler
+
+    from .detection import noised_representations
+    from .pipelines import prompt_embeddings
+
+    if len(latents) != len(prompts):
+        raise ValueError(f"{len(latents)} reference samples but {len(prompts)} prompts")
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, len(latents), batch_size):
+        chunk = slice(start, start + batch_size)
+        emb = prompt_embeddings(pipe, prompts[chunk])
+        reps = noised_representations(pipe.unet, latents[chunk], layers, timestep, "mean", seed + start,
+                                      unet_kwargs={"encoder_hidden_states": emb}, scheduler=scheduler)
+        for name, v in reps.items():
+            sums[name] = sums.get(name, 0) + v.sum(0)
+    return {name: v / len(latents) for name, v in sums.items()}
+
+
+@contextmanager
+def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int, int] | None = None,
+          conditional_only: bool = True) -> Iterator[dict]:
+    """While the block runs, every UNet call inside the step window [first, last] (0-based; the step is the call count
+    modulo the scheduler's `num_inference_steps`, one UNet call per step as in DDIM; None = all steps) adds alpha * v_l to the output of each block l. With classifier-free
+    guidance only the conditional half of the batch ([unconditional, conditional]) is pushed. Hooks are removed on
+    exit, also on error. Yields a dict with the running call counter (`calls`)."""
+    check_float("alpha", alpha, -1e6)
+    if steps is not None:
+        check_int("steps[0]", steps[0], 0)
+        check_int("steps[1]", steps[1], steps[0])
+    modules = dict(pipe.unet.named_modules())
+    missing = [n for n in vectors if n not in modules]
+    if missing:
+        raise KeyError(f"no UNet block named {missing}")
+    state = {"calls": 0, "step": 0}
+
+    def count(_module, _args):  # the pipeline has called scheduler.set_timesteps by the time the UNet runs
+        n = getattr(pipe.scheduler, "num_inference_steps", None) or 0
+        state["step"] = state["calls"] % n if n else state["calls"]
+        state["calls"] += 1
+
+    def push_for(name):
+        def hook(_module, _inputs, output):
+            if alpha == 0 or (steps is not None and not steps[0] <= state["step"] <= steps[1]):
+                return None
+            out = output[0] if isinstance(output, tuple) else output
+            v = vectors[name].to(out.device, out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
+            shifted = out.clone()
+            half = len(out) // 2 if conditional_only and len(out) % 2 == 0 else 0
+            shifted[half:] = shifted[half:] + alpha * v
+            return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
+        return hook
+
+    handles = [pipe.unet.register_forward_pre_hook(count)]
+    handles += [modules[n].register_forward_hook(push_for(n)) for n in vectors]
+    try:
+        yield state
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def alpha_sweep(pipe, prompts: list[str], vectors: dict[str, torch.Tensor], alphas: list[float],
+                window: tuple[int, int] | None, seeds: list[int] | int = 0, steps: int = 50,
+                guidance_scale: float = 7.5, progress: bool = True) -> dict[float, "Generations"]:
+    """Generate the same prompts with the same seeds at every alpha (alpha = 0: no push). Returns {alpha: Generations}."""
+    from .pipelines import generate
+
+    out = {}
+    for a in alphas:
+        with steer(pipe, vectors, a, window):
+            out[a] = generate(pipe, prompts, seeds, steps, guidance_scale, progress=progress)
+    return out
+
+
+def steerability(values: dict[float, np.ndarray]) -> np.ndarray:
+    """Per prompt, how far a measured attribute moved from alpha = 0 to the largest alpha (values: {alpha: (n,)})."""
+    alphas = sorted(values)
+    return np.asarray(values[alphas[-1]], dtype=float) - np.asarray(values[alphas[0]], dtype=float)

@@ -1,0 +1,137 @@
+"""A small text-to-image diffusion model trained on a CPU, packaged as a real diffusers `StableDiffusionPipeline`.
+
+Components: a small `UNet2DConditionModel` (cross-attention to the text), a small `CLIPTextModel` trained with it
+from scratch, the real CLIP BPE tokenizer (`replib.text`), and a DDIM scheduler. There is no VAE: the model works
+in pixel space, and the pipeline is assembled with `vae=None`. `StableDiffusionPipeline` then treats the pixels as
+its latents (call it with `output_type="latent"`; its default height/width are `sample_size * 8`, which map back to
+`sample_size` pixels). Because it *is* a `StableDiffusionPipeline`, every function that takes a pipeline (generation,
+detection, steering) runs unchanged on Stable Diffusion v1.4.
+
+Training is the usual recipe: epsilon prediction with DDPM noise, and caption dropout (the caption replaced by the
+empty string with probability `p_uncond`) so that one network gives both the conditional and the unconditional
+prediction that classifier-free guidance mixes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .checkpoints import train_resumable
+from .params import check_float, check_int
+
+T2I_VERSION = 1  # part of every checkpoint key: bump when the model or the loss changes
+
+
+def small_cond_unet(sample_size: int = 16, channels: tuple[int, ...] = (32, 64), cross_attention_dim: int = 64,
+                    layers_per_block: int = 1, attention_head_dim: int = 8, in_channels: int = 3,
+                    norm_groups: int = 8):
+    """A small diffusers `UNet2DConditionModel`: plain ResNet blocks at full resolution, cross-attention to the text
+    at the lower resolutions (where it is cheap), the same block types as Stable Diffusion's UNet."""
+    from diffusers import UNet2DConditionModel
+
+    levels = len(channels)
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
+    up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
+    return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
+                                block_out_channels=tuple(channels), layers_per_block=layers_per_block,
+                                down_block_types=down, up_block_types=up, cross_attention_dim=cross_attention_dim,
+                                attention_head_dim=attention_head_dim, norm_num_groups=norm_groups)
+
+
+class TextToImage(nn.Module):
+    """The trainable pair: the UNet and the text encoder (trained jointly from scratch)."""
+
+    def __init__(self, unet: nn.Module, text_encoder: nn.Module):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+
+
+@dataclass
+class T2ITraining:
+    """DDPM training of the text-conditioned UNet and its text encoder."""
+
+    steps: int = 4_000
+    batch_size: int = 32
+    lr: float = 1e-3
+    p_uncond: float = 0.1        # caption dropout: probability of training on the empty caption
+    num_train_timesteps: int = 1000
+    text_hidden: int = 64
+    text_layers: int = 2
+    channels: tuple[int, ...] = (32, 64)
+    seed: int = 0
+    save_every: int = 500
+
+    def __post_init__(self):
+        check_int("steps", self.steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_float("lr", self.lr, 0.0, strict=True)
+        check_float("p_uncond", self.p_uncond, 0.0, 1.0)
+        check_int("num_train_timesteps", self.num_train_timesteps, 2)
+        check_int("text_hidden", self.text_hidden, 8)
+        check_int("text_layers", self.text_layers, 1)
+        check_int("save_every", self.save_every, 1)
+        self.channels = tuple(self.channels)
+
+
+def _build(cfg: T2ITraining, sample_size: int, in_channels: int) -> TextToImage:
+    from .text import small_text_encoder
+
+    torch.manual_seed(cfg.seed)
+    unet = small_cond_unet(sample_size, cfg.channels, cross_attention_dim=cfg.text_hidden, in_channels=in_channels)
+    return TextToImage(unet, small_text_encoder(hidden=cfg.text_hidden, layers=cfg.text_layers, seed=cfg.seed))
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids (B, model_max_length) padded and truncated the way `StableDiffusionPipeline.encode_prompt` does."""
+    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: T2ITraining, tokenizer,
+                     progress: bool = True) -> TextToImage:
+    """Train (or load; resumable) the pair on images (N, C, H, W) in [-1, 1] with their captions."""
+    from diffusers import DDPMScheduler
+
+    from .data import data_fingerprint
+
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    ids = tokenize(tokenizer, captions)
+    empty = tokenize(tokenizer, [""])[0]
+    settings = {"kind": "text2image", "version": T2I_VERSION, "size": images.shape[-1], "in_channels": images.shape[1],
+                "data": data_fingerprint([images.flatten(1), ids.float()]), "tokenizer": len(tokenizer),
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
+
+    def make():
+        model = _build(cfg, images.shape[-1], images.shape[1])
+        return model, torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    def step(model: TextToImage, g: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
+        x0, tok = images[idx], ids[idx].clone()
+        tok[torch.rand(cfg.batch_size, generator=g) < cfg.p_uncond] = empty
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g)
+        text = model.text_encoder(tok)[0]
+        pred = model.unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=text).sample
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    model = train_resumable(name, settings, make, step, cfg.steps, cfg.seed, cfg.save_every, progress)
+    model.eval()
+    return model
+
+
+def as_pipeline(model: TextToImage, tokenizer, num_train_timesteps: int = 1000):
+    """A diffusers `StableDiffusionPipeline` (no VAE, no safety checker, DDIM) around the trained pair."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=True, steps_offset=1)  # pixels in [-1, 1]
+    pipe = StableDiffusionPipeline(vae=None, text_encoder=model.text_encoder, tokenizer=tokenizer, unet=model.unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,116 @@
+"""Generation, detection and steering run unchanged on a real `StableDiffusionPipeline` (with a VAE, like SD1.4)
+assembled from small random components, and on the kit's pixel-space pipeline (no VAE)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from replib import detection, pipelines, steering
+
+LAYER = "up_blocks.0.resnets.1.nonlinearity"
+BLOCKS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1"]
+
+
+def _tokenizer(tmp_path):
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for w in ["a", "red", "blue", "letter", "k", "on", "background", "photo", "cat"]:
+        vocab[w + "</w>"] = len(vocab)
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"), model_max_length=12)
+
+
+def _pipe(tmp_path, with_vae: bool):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    tok = _tokenizer(tmp_path)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=12, projection_dim=16)).eval()
+    channels = 4 if with_vae else 3
+    unet = UNet2DConditionModel(sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
+                                layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=4, norm_num_groups=4).eval()
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=16).eval() if with_vae else None
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(clip_sample=False, steps_offset=1), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["sd-like-with-vae", "pixel-no-vae"])
+def pipe(request, tmp_path_factory):
+    return _pipe(tmp_path_factory.mktemp("tok"), request.param)
+
+
+PROMPTS = ["a red letter k", "a blue cat", "a photo"]
+
+
+def test_generate_is_seeded_per_prompt(pipe):
+    g = pipelines.generate(pipe, PROMPTS, seeds=[5, 6, 7], steps=3, progress=False)
+    side = 8 * (pipe.vae_scale_factor if pipelines.has_vae(pipe) else 1)
+    assert g.latents.shape == (3, pipe.unet.config.in_channels, 8, 8)
+    assert g.images.shape == (3, 3, side, side) and g.images.abs().max() <= 1
+    one = pipelines.generate(pipe, PROMPTS[1:2], seeds=[6], steps=3, progress=False)
+    torch.testing.assert_close(one.latents[0], g.latents[1], rtol=1e-3, atol=2e-4)  # batch size changes float order
+
+
+def test_paper_detector_runs_on_the_pipeline(pipe):
+    g = pipelines.generate(pipe, PROMPTS, seeds=0, steps=3, progress=False)
+    s1 = detection.paper_scores(pipe, g.latents, LAYER, timestep=10, seed=0)
+    s2 = detection.paper_scores(pipe, g.latents, LAYER, timestep=10, seed=0, batch_size=1)
+    assert s1.shape == (3,) and np.isfinite(s1).all()
+    np.testing.assert_allclose(s1, s2, rtol=1e-4, atol=1e-6)
+    if pipelines.has_vae(pipe):
+        z = pipelines.encode(pipe, g.images)
+        assert z.shape == g.latents.shape
+
+
+def test_wen_first_step_matches_the_recorded_generation(pipe):
+    with detection.record_guidance(pipe) as rec:
+        pipelines.generate(pipe, PROMPTS, seeds=[1, 2, 3], steps=4, batch_size=2, progress=False)
+    first, mean = rec.scores(4)
+    assert first.shape == mean.shape == (3,) and (first > 0).all()
+    standalone = detection.wen_first_step_scores(pipe, PROMPTS, seeds=[1, 2, 3], steps=4)
+    np.testing.assert_allclose(standalone, first, rtol=1e-4)
+    assert not pipe.unet._forward_hooks, "the recorder removes its hook"
+
+
+def test_steering_moves_only_inside_the_window_and_cleans_up(pipe):
+    g = pipelines.generate(pipe, PROMPTS, seeds=0, steps=3, progress=False)
+    vecs = steering.concept_vectors(pipe, g.latents, PROMPTS, BLOCKS, timestep=10)
+    assert set(vecs) == set(BLOCKS) and vecs[BLOCKS[0]].dim() == 1
+    base = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
+    with steering.steer(pipe, vecs, 0.0, (1, 2)):
+        same = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
+    torch.testing.assert_close(same, base)
+    with steering.steer(pipe, vecs, 5.0, (1, 2)) as state:
+        pushed = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
+    assert state["calls"] == 4
+    assert not torch.allclose(pushed, base)
+    with steering.steer(pipe, vecs, 5.0, (10, 20)):
+        outside = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
+    torch.testing.assert_close(outside, base)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in pipe.unet.modules())
+
+
+def test_steering_hooks_removed_on_error(pipe):
+    vecs = {BLOCKS[0]: torch.ones(pipe.unet.get_submodule(BLOCKS[0]).conv2.out_channels)}
+    with pytest.raises(RuntimeError):
+        with steering.steer(pipe, vecs, 1.0):
+            raise RuntimeError("boom")
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in pipe.unet.modules())
+    with pytest.raises(KeyError):
+        with steering.steer(pipe, {"no.such.block": torch.ones(3)}, 1.0):
+            pass
