@@ -1,0 +1,44 @@
+"""The pixel-space text-to-image model: trained (cached, resumable) with caption dropout, frozen random CLIP text
+encoder, and sampled through a real `StableDiffusionPipeline` without a VAE."""
+import numpy as np
+import torch
+
+from replib import glyphs, pipelines
+from replib.text import clip_tokenizer
+from replib.text2image import T2ITraining, as_pipeline, small_cond_unet, train_text2image
+
+
+def test_cond_unet_attention_levels():
+    unet = small_cond_unet(16, (8, 16, 16), cross_attention_dim=16, attention_levels=1, norm_groups=4)
+    kinds = [type(b).__name__ for b in unet.down_blocks] + [type(b).__name__ for b in unet.up_blocks]
+    assert kinds == ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
+    out = unet(torch.randn(2, 3, 16, 16), torch.tensor([3, 900]), encoder_hidden_states=torch.randn(2, 77, 16)).sample
+    assert out.shape == (2, 3, 16, 16)
+
+
+def test_train_cached_and_sample_through_stable_diffusion_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))
+    data = glyphs.make_glyph_set(12, 16, seed=0)
+    tok = clip_tokenizer()
+    cfg = T2ITraining(steps=4, batch_size=4, channels=(8, 16), text_hidden=16, text_layers=1, save_every=2)
+    model = train_text2image("t", data.images, data.captions, cfg, tok, progress=False)
+    assert len(model.losses) == 4 and np.isfinite(model.losses).all()
+    assert not any(p.requires_grad for p in model.text_encoder.parameters()), "the text encoder is frozen"
+    again = train_text2image("t", data.images, data.captions, cfg, tok, progress=False)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    pipe = as_pipeline(again, tok)
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.vae is None
+    g1 = pipelines.generate(pipe, data.captions[:2], seeds=0, steps=3, progress=False)
+    g2 = pipelines.generate(pipe, data.captions[:2], seeds=0, steps=3, progress=False)
+    assert g1.images.shape == (2, 3, 16, 16) and torch.equal(g1.images, g2.images)
+    assert g1.images.min() >= -1 and g1.images.max() <= 1
+
+
+def test_caption_count_must_match(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))
+    data = glyphs.make_glyph_set(4, 16, seed=0)
+    with pytest.raises(ValueError, match="captions"):
+        train_text2image("t", data.images, data.captions[:3], T2ITraining(steps=1), clip_tokenizer(), progress=False)
