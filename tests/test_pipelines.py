@@ -114,3 +114,21 @@ def test_steering_hooks_removed_on_error(pipe):
     with pytest.raises(KeyError):
         with steering.steer(pipe, {"no.such.block": torch.ones(3)}, 1.0):
             pass
+
+
+def test_alpha_sweep_and_steerability(pipe):
+    g = pipelines.generate(pipe, PROMPTS, seeds=0, steps=3, progress=False)
+    vecs = steering.concept_vectors(pipe, g.latents, PROMPTS, BLOCKS)
+    out = steering.alpha_sweep(pipe, PROMPTS[:2], vecs, [0.0, 3.0], window=(1, 2), seeds=4, steps=4, progress=False)
+    assert set(out) == {0.0, 3.0}
+    base = pipelines.generate(pipe, PROMPTS[:2], seeds=4, steps=4, progress=False)
+    torch.testing.assert_close(out[0.0].latents, base.latents)
+    moved = steering.steerability({a: gen.images.mean(dim=(1, 2, 3)).numpy() for a, gen in out.items()})
+    assert moved.shape == (2,) and np.isfinite(moved).all() and np.abs(moved).sum() > 0
+
+
+def test_guidance_recorder_needs_whole_generations(pipe):
+    with detection.record_guidance(pipe) as rec:
+        pipelines.generate(pipe, PROMPTS[:1], seeds=0, steps=3, progress=False)
+    with pytest.raises(ValueError, match="multiple of steps"):
+        rec.scores(2)
