@@ -60,3 +60,14 @@ def test_roc_and_side_by_side_plots():
     fig = plotting.plot_side_by_side(torch.rand(2, 1, 8, 8) * 2 - 1, torch.rand(2, 1, 8, 8) * 2 - 1,
                                      torch.rand(2, 16), titles=["a", "b"])
     assert len(fig.axes) == 6
+
+
+def test_detector_table():
+    labels = np.r_[np.ones(10), np.zeros(90)]
+    rng = np.random.default_rng(1)
+    table = detection.detector_table({"perfect": {"scores": labels * 10.0, "seconds": 2.0, "unet_calls": 1},
+                                      "noise": {"scores": rng.normal(size=100), "seconds": 1.0, "unet_calls": 2}},
+                                     labels)
+    assert list(table.index) == ["perfect", "noise"]
+    assert table.loc["perfect", "AUROC"] == 1.0 and table.loc["perfect", "TPR@1%FPR"] == 1.0
+    assert table.loc["perfect", "s / sample"] == 0.02 and table.loc["noise", "UNet calls / sample"] == 2
