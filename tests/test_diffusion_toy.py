@@ -26,14 +26,16 @@ def test_settings_are_checked():
         ToyTraining(sigma_min=1.0, sigma_max=0.5)
 
 
-def test_train_is_cached_and_sampler_is_seeded(tmp_path, monkeypatch):
+def test_train_is_cached_and_sampler_is_seeded(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))
     x = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
     cfg = ToyTraining(steps=60, batch_size=16, save_every=20)
     m1 = train_toy("t", x, cfg, width=6, progress=False)
     assert len(m1.losses) == 60
+    capsys.readouterr()
     m2 = train_toy("t", x, cfg, width=6, progress=False)
-    assert not hasattr(m2, "losses"), "the second call must load the checkpoint, not train"
+    assert "loaded checkpoint" in capsys.readouterr().out, "the second call must load the checkpoint, not train"
+    assert m2.losses == m1.losses and m2.train_seconds == m1.train_seconds
     assert torch.equal(m1.W, m2.W)
     a, ha = sample_toy(m1, 5, steps=10, seed=3)
     b, _ = sample_toy(m1, 5, steps=10, seed=3)
