@@ -14,6 +14,9 @@ def test_cond_unet_attention_levels():
     assert kinds == ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]
     out = unet(torch.randn(2, 3, 16, 16), torch.tensor([3, 900]), encoder_hidden_states=torch.randn(2, 77, 16)).sample
     assert out.shape == (2, 3, 16, 16)
+    pooled = small_cond_unet(16, (8, 16, 16), cross_attention_dim=16, norm_groups=4, text_time_embedding=True)
+    assert pooled.config.addition_embed_type == "text"
+    assert pooled(torch.randn(1, 3, 16, 16), 5, encoder_hidden_states=torch.randn(1, 77, 16)).sample.shape == (1, 3, 16, 16)
 
 
 def test_train_cached_and_sample_through_stable_diffusion_pipeline(tmp_path, monkeypatch):
