@@ -72,9 +72,6 @@ def resnet_activation_layers(unet: torch.nn.Module) -> list[str]:
 
 # --- Detectors for any StableDiffusionPipeline (the kit's glyph model or SD1.4) ---------------------------------------
 
-DETECTORS = ("representation std", "Wen first step", "Wen all steps", "nearest-neighbour distance")
-
-
 def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
                  pool: str = "max", seed: int = 0, batch_size: int = 32) -> np.ndarray:
     """The paper's prompt-free detector on a pipeline: model-space samples (`Generations.latents`; use
@@ -130,10 +127,10 @@ def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, 
     diffusers' `randn_tensor` draws it for a list of generators), the first sampling timestep, one guided UNet call
     (two evaluations: with and without the prompt), score = ||eps_c - eps_empty||_2. Equals the first step that
     `record_guidance` sees during a full generation with the same seeds."""
-    from .pipelines import execution_device
+    from .pipelines import execution_device, per_prompt_seeds
 
     prompts = list(prompts)
-    seeds = [seeds + i for i in range(len(prompts))] if isinstance(seeds, int) else list(seeds)
+    seeds = per_prompt_seeds(prompts, seeds)
     unet, device = pipe.unet, execution_device(pipe)
     size = unet.config.sample_size
     pipe.scheduler.set_timesteps(steps, device=device)

@@ -40,7 +40,7 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(pipe, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def encode(pipe, images: torch.Tensor) -> torch.Tensor:
     """Pixels in [-1, 1] -> model space (the VAE posterior's mean, scaled; the identity without a VAE)."""
     if not has_vae(pipe):
         return images.float()
@@ -56,6 +56,14 @@ def prompt_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
     return embeds
 
 
+def per_prompt_seeds(prompts: list[str], seeds: list[int] | int) -> list[int]:
+    """One seed per prompt: `seeds`, seeds + 1, ... for an int, else the list itself (its length must match)."""
+    seeds = [seeds + i for i in range(len(prompts))] if isinstance(seeds, int) else list(seeds)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    return seeds
+
+
 @torch.no_grad()
 def generate(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50, guidance_scale: float = 7.5,
              batch_size: int = 16, progress: bool = True, **kwargs) -> Generations:
@@ -66,9 +74,7 @@ def generate(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 
     from .widgets import progress as bar
 
     prompts = list(prompts)
-    seeds = [seeds + i for i in range(len(prompts))] if isinstance(seeds, int) else list(seeds)
-    if len(seeds) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    seeds = per_prompt_seeds(prompts, seeds)
     latents, t0 = [], time.perf_counter()
     for start in bar(range(0, len(prompts), batch_size), desc="generating", disable=not progress,
                      total=(len(prompts) + batch_size - 1) // batch_size):

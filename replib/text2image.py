@@ -1,7 +1,7 @@
 """A small text-to-image diffusion model trained on a CPU, packaged as a real diffusers `StableDiffusionPipeline`.
 
-Components: a small `UNet2DConditionModel` (cross-attention to the text), a small `CLIPTextModel` trained with it
-from scratch, the real CLIP BPE tokenizer (`replib.text`), and a DDIM scheduler. There is no VAE: the model works
+Components: a small `UNet2DConditionModel` (cross-attention to the text), a small randomly initialised and frozen
+`CLIPTextModel`, the real CLIP BPE tokenizer (`replib.text`), and a DDIM scheduler. There is no VAE: the model works
 in pixel space, and the pipeline is assembled with `vae=None`. `StableDiffusionPipeline` then treats the pixels as
 its latents (call it with `output_type="latent"`; its default height/width are `sample_size * 8`, which map back to
 `sample_size` pixels). Because it *is* a `StableDiffusionPipeline`, every function that takes a pipeline (generation,
@@ -12,7 +12,7 @@ empty string with probability `p_uncond`) so that one network gives both the con
 prediction that classifier-free guidance mixes. As in Stable Diffusion the text encoder is **frozen**; here it is a
 small randomly initialised CLIP text transformer rather than a pretrained one. Fixed random features still tell
 every caption apart token by token, and freezing lets training encode each distinct caption once: measured on this
-CPU, training the text encoder jointly made each step ~2x slower (its 49,408-token embedding table alone is 3.2M
+CPU, training the text encoder jointly made each step ~1.4x slower (its 49,408-token embedding table alone is 3.2M
 parameters for Adam to update).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .checkpoints import train_resumable
+from .diffusion import UNetTraining
 from .params import check_float, check_int
 
 T2I_VERSION = 2  # part of every checkpoint key: bump when the model or the loss changes
@@ -64,31 +65,23 @@ class TextToImage(nn.Module):
 
 
 @dataclass
-class T2ITraining:
-    """DDPM training of the text-conditioned UNet and its text encoder."""
+class T2ITraining(UNetTraining):
+    """DDPM training of the text-conditioned UNet (the fields of `UNetTraining`, plus the text side and the UNet's
+    shape)."""
 
     steps: int = 4_000
-    batch_size: int = 32
-    lr: float = 1e-3
     p_uncond: float = 0.1        # caption dropout: probability of training on the empty caption
-    num_train_timesteps: int = 1000
     text_hidden: int = 64       # width of the frozen random CLIP text encoder (and the UNet's cross-attention)
     text_layers: int = 2
     channels: tuple[int, ...] = (16, 32, 32)
     attention_levels: int = 1
     text_time_embedding: bool = False
-    seed: int = 0
-    save_every: int = 500
 
     def __post_init__(self):
-        check_int("steps", self.steps, 1)
-        check_int("batch_size", self.batch_size, 1)
-        check_float("lr", self.lr, 0.0, strict=True)
+        super().__post_init__()
         check_float("p_uncond", self.p_uncond, 0.0, 1.0)
-        check_int("num_train_timesteps", self.num_train_timesteps, 2)
         check_int("text_hidden", self.text_hidden, 8)
         check_int("text_layers", self.text_layers, 1)
-        check_int("save_every", self.save_every, 1)
         self.channels = tuple(self.channels)
 
 
