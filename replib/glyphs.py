@@ -468,6 +468,18 @@ def holdout_split(glyphs: GlyphSet, frac: float, seed: int) -> tuple[np.ndarray,
     return np.nonzero(~is_held)[0].astype(np.int64), np.nonzero(is_held)[0].astype(np.int64)
 
 
+def with_duplicates(glyphs: GlyphSet, n_duplicated: int, copies: int) -> tuple[GlyphSet, torch.Tensor]:
+    """A training set in which the first `n_duplicated` (caption, image) pairs of `glyphs` appear `copies` times each
+    and every other pair once: how web-scale data duplicates some images, and what makes a model memorize them.
+    Returns (training set, is_duplicated: bool (len(glyphs),) over the rows of `glyphs`, the ground truth)."""
+    from .data import duplicate
+
+    check_int("n_duplicated", n_duplicated, 0, len(glyphs))
+    check_int("copies", copies, 1)
+    rows, is_dup = duplicate(torch.arange(len(glyphs)), torch.arange(n_duplicated), copies)
+    return glyphs.subset(rows), is_dup
+
+
 # -------------------------------------------------------------------------------------------- measuring colours
 
 

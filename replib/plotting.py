@@ -19,21 +19,42 @@ def _img(v: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 
 def show_images(images: torch.Tensor, shape: tuple[int, int], titles: Sequence[str] | None = None, ncols: int = 10,
                 size: float = 1.1, suptitle: str | None = None):
-    """A grid of flattened images (n, d), each scaled to its own range."""
+    """A grid of images: flattened grey images (n, d), each scaled to its own range, or colour images (n, 3, H, W)
+    in [-1, 1], shown as they are."""
     n = len(images)
+    rgb = images.dim() == 4 and images.shape[1] == 3
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(_img(images[i], shape), cmap="gray")
+            if rgb:
+                ax.imshow(((images[i].detach().float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+            else:
+                ax.imshow(_img(images[i], shape), cmap="gray")
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_loss(losses: Sequence[float], title: str | None = None, window: int = 100, ax=None):
+    """A training-loss curve: every step faint, a running mean over `window` steps on top, log scale."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 2.6))
+    y = np.asarray(losses, dtype=float)
+    ax.plot(y, color="C0", alpha=0.25, lw=0.5)
+    if len(y) >= window:
+        ax.plot(np.arange(window - 1, len(y)), np.convolve(y, np.ones(window) / window, mode="valid"), color="C0")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
 
 
 def plot_weight_columns(weights: torch.Tensor, shape: tuple[int, int], train: torch.Tensor | None = None,

@@ -22,6 +22,7 @@ parameters for Adam to update).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,8 +32,9 @@ from .checkpoints import train_resumable
 from .diffusion import UNetTraining
 from .params import check_choice, check_float, check_int
 
-T2I_VERSION = 3  # part of every checkpoint key: bump when the model or the loss changes
+T2I_VERSION = 4  # part of every checkpoint key: bump when the model or the loss changes
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 def small_cond_unet(sample_size: int = 16, channels: tuple[int, ...] = (16, 32, 32), cross_attention_dim: int = 64,
@@ -84,10 +86,18 @@ class T2ITraining(UNetTraining):
     attention_levels: int = 1
     text_time_embedding: bool = False
     prediction_type: str = "v_prediction"
+    lr_schedule: str = "cosine"  # "cosine": the learning rate falls from lr to 0 over the run; "constant"
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of (0-based) optimizer step `step`."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
         check_float("p_uncond", self.p_uncond, 0.0, 1.0)
         check_int("text_hidden", self.text_hidden, 8)
         check_int("text_layers", self.text_layers, 1)
@@ -134,9 +144,14 @@ def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: 
         model.text_encoder.requires_grad_(False).eval()
         with torch.no_grad():  # every distinct caption encoded once; the last row is the empty caption
             cache["text"] = model.text_encoder(torch.cat([distinct, tokenize(tokenizer, [""])]))[0]
-        return model, torch.optim.Adam(model.unet.parameters(), lr=cfg.lr)
+        cache["optimizer"] = torch.optim.Adam(model.unet.parameters(), lr=cfg.lr)
+        return model, cache["optimizer"]
 
     def step(model: TextToImage, g: torch.Generator) -> torch.Tensor:
+        opt = cache["optimizer"]  # its step count survives a resume (Adam's state), so the schedule does too
+        done = int(opt.state[opt.param_groups[0]["params"][0]]["step"]) if opt.state else 0
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(done)
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
         rows = caption_index[idx].clone()
         rows[torch.rand(cfg.batch_size, generator=g) < cfg.p_uncond] = len(distinct)

@@ -23,6 +23,7 @@ from replib.glyphs import (
     holdout_split,
     make_glyph_set,
     render,
+    with_duplicates,
     render_many,
 )
 from replib.params import ParameterError
@@ -328,3 +329,15 @@ def test_five_thousand_small_images_are_fast():
     s = make_glyph_set(5000, size=16, seed=0)
     elapsed = time.perf_counter() - start
     assert len(s) == 5000 and elapsed < 5.0, f"{elapsed:.2f} s"
+
+
+def test_with_duplicates_repeats_the_first_pairs():
+    base = make_glyph_set(12, 16, seed=3)
+    train, is_dup = with_duplicates(base, 3, 5)
+    assert len(train) == 12 + 3 * 4 and is_dup.tolist() == [True] * 3 + [False] * 9
+    for i in range(12):
+        rows = [j for j, c in enumerate(train.captions) if c == base.captions[i]]
+        assert len(rows) == (5 if i < 3 else 1)
+        assert all(torch.equal(train.images[j], base.images[i]) for j in rows)
+    with pytest.raises(ParameterError, match="n_duplicated"):
+        with_duplicates(base, 13, 5)

@@ -45,3 +45,47 @@ def test_caption_count_must_match(tmp_path, monkeypatch):
     data = glyphs.make_glyph_set(4, 16, seed=0)
     with pytest.raises(ValueError, match="captions"):
         train_text2image("t", data.images, data.captions[:3], T2ITraining(steps=1), clip_tokenizer(), progress=False)
+
+
+def test_cosine_schedule_and_prediction_type():
+    import pytest
+
+    from replib.params import ParameterError
+
+    cfg = T2ITraining(steps=100, lr=1e-3)
+    assert cfg.lr_at(0) == pytest.approx(1e-3) and cfg.lr_at(50) == pytest.approx(5e-4) and cfg.lr_at(100) == 0
+    assert T2ITraining(steps=100, lr=1e-3, lr_schedule="constant").lr_at(99) == 1e-3
+    assert cfg.prediction_type == "v_prediction"
+    with pytest.raises(ParameterError, match="prediction_type"):
+        T2ITraining(prediction_type="x0")
+    with pytest.raises(ParameterError, match="lr_schedule"):
+        T2ITraining(lr_schedule="linear")
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
+    """The learning-rate schedule reads Adam's step count, so a resumed run continues the schedule exactly."""
+    import pytest
+
+    monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))
+    data = glyphs.make_glyph_set(6, 16, seed=1)
+    tok = clip_tokenizer()
+    kw = dict(steps=6, batch_size=4, channels=(8, 16), text_hidden=16, text_layers=1, save_every=3)
+    whole = train_text2image("whole", data.images, data.captions, T2ITraining(**kw), tok, progress=False)
+
+    import replib.checkpoints as ck
+    real_save = ck.save_atomic
+
+    def save_then_stop(obj, path):
+        real_save(obj, path)
+        if str(path).endswith(".partial.pt"):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ck, "save_atomic", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_text2image("cut", data.images, data.captions, T2ITraining(**kw), tok, progress=False)
+    monkeypatch.setattr(ck, "save_atomic", real_save)
+    resumed = train_text2image("cut", data.images, data.captions, T2ITraining(**kw), tok, progress=False)
+    assert np.allclose(whole.losses, resumed.losses)
+    for a, b in zip(whole.unet.state_dict().values(), resumed.unet.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    pipe = as_pipeline(resumed, tok)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
