@@ -72,19 +72,27 @@ def resnet_activation_layers(unet: torch.nn.Module) -> list[str]:
 
 # --- Detectors for any StableDiffusionPipeline (the kit's glyph model or SD1.4) ---------------------------------------
 
-def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
-                 pool: str = "max", seed: int = 0, batch_size: int = 32) -> np.ndarray:
-    """The paper's prompt-free detector on a pipeline: model-space samples (`Generations.latents`; use
-    `pipelines.encode` for images from elsewhere) noised to `timestep` with the pipeline's own noise schedule, one UNet
-    pass with the **empty** prompt, the spatial `pool` of `layer`, score = std. One UNet evaluation per sample."""
+def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, timestep: int = 10, pool: str = "max",
+                          seed: int = 0, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """What the paper's detector looks at: the pooled activations (n, channels) of `layers` for model-space samples
+    (`Generations.latents`; use `pipelines.encode` for images from elsewhere) noised to `timestep` with the
+    pipeline's own noise schedule, in one UNet pass with the **empty** prompt."""
     from diffusers import DDPMScheduler
 
     from .pipelines import prompt_embeddings
 
     empty = prompt_embeddings(pipe, [""])
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    return representation_std_scores(pipe.unet, latents, layer, timestep, pool, seed, batch_size=batch_size,
-                                     scheduler=scheduler, unet_kwargs={"encoder_hidden_states": empty})[layer]
+    return noised_representations(pipe.unet, latents, layers, timestep, pool, seed, batch_size=batch_size,
+                                  scheduler=scheduler, unet_kwargs={"encoder_hidden_states": empty})
+
+
+def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+                 pool: str = "max", seed: int = 0, batch_size: int = 32) -> np.ndarray:
+    """The paper's prompt-free detector on a pipeline: score = std of `paper_representations` at `layer` (spatial
+    `pool`). One UNet evaluation per sample; higher = more likely memorized."""
+    reps = paper_representations(pipe, latents, layer, timestep, pool, seed, batch_size)[layer]
+    return representation_std(reps).numpy()
 
 
 class GuidanceRecorder:

@@ -45,6 +45,17 @@ def concept_vectors(pipe, latents: torch.Tensor, prompts: list[str], layers: lis
     return {name: v / len(latents) for name, v in sums.items()}
 
 
+def concept_direction(concept: dict[str, torch.Tensor], baseline: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """v_l(concept) - v_l(baseline) per layer: the concept's mean representation with what every image shares taken
+    out (e.g. baseline = `concept_vectors` of a random sample of training images). Measured on the glyph model of
+    notebook 07: adding the raw mean of red glyphs left the red share of generated glyphs at 0.02-0.11 for alpha up to
+    2, the direction red-minus-all raised it from 0.04 to 0.43 at alpha = 2 (most of a raw mean is the part all
+    glyph images share)."""
+    if set(concept) != set(baseline):
+        raise KeyError(f"layers differ: {sorted(concept)} vs {sorted(baseline)}")
+    return {name: concept[name] - baseline[name] for name in concept}
+
+
 @contextmanager
 def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int, int] | None = None,
           conditional_only: bool = True) -> Iterator[dict]:

@@ -132,3 +132,12 @@ def test_guidance_recorder_needs_whole_generations(pipe):
         pipelines.generate(pipe, PROMPTS[:1], seeds=0, steps=3, progress=False)
     with pytest.raises(ValueError, match="multiple of steps"):
         rec.scores(2)
+
+
+def test_concept_direction_subtracts_the_baseline():
+    a = {"x": torch.tensor([3.0, 1.0]), "y": torch.tensor([1.0])}
+    b = {"x": torch.tensor([1.0, 1.0]), "y": torch.tensor([2.0])}
+    d = steering.concept_direction(a, b)
+    assert torch.equal(d["x"], torch.tensor([2.0, 0.0])) and torch.equal(d["y"], torch.tensor([-1.0]))
+    with pytest.raises(KeyError, match="layers differ"):
+        steering.concept_direction(a, {"x": b["x"]})
