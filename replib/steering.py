@@ -116,3 +116,10 @@ def steerability(values: dict[float, np.ndarray]) -> np.ndarray:
     """Per prompt, how far a measured attribute moved from alpha = 0 to the largest alpha (values: {alpha: (n,)})."""
     alphas = sorted(values)
     return np.asarray(values[alphas[-1]], dtype=float) - np.asarray(values[alphas[0]], dtype=float)
+
+
+def movement(sweep: dict[float, "Generations"]) -> dict[float, np.ndarray]:
+    """Per prompt and alpha, how far the image moved from its alpha = 0 version (same seed): the mean absolute
+    pixel change. Direction-free: a memorized sample pinned to its training image moves little whatever the push."""
+    base = sweep[min(sweep)].images
+    return {a: (g.images - base).abs().mean(dim=tuple(range(1, base.dim()))).numpy() for a, g in sweep.items()}

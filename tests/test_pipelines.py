@@ -125,6 +125,8 @@ def test_alpha_sweep_and_steerability(pipe):
     torch.testing.assert_close(out[0.0].latents, base.latents)
     moved = steering.steerability({a: gen.images.mean(dim=(1, 2, 3)).numpy() for a, gen in out.items()})
     assert moved.shape == (2,) and np.isfinite(moved).all() and np.abs(moved).sum() > 0
+    change = steering.movement(out)
+    assert (change[0.0] == 0).all() and (change[3.0] > 0).all()
 
 
 def test_guidance_recorder_needs_whole_generations(pipe):
