@@ -1,0 +1,186 @@
+"""Stable Diffusion v1.4 for the kit: the real pipeline when its weights are here, an honest stand-in when not.
+
+`load_sd14` loads `CompVis/stable-diffusion-v1-4` at a pinned revision with diffusers'
+`StableDiffusionPipeline.from_pretrained`, from a local folder or the user's Hugging Face cache, with a DDIM scheduler
+built from the pipeline's own config, no safety checker, fp16 on CUDA and fp32 on a CPU. It never waits on a network:
+the cache is tried with `local_files_only=True`, and a hub download is tried only when the hub answers a 3-second
+connection test. When the weights are out of reach it raises `WeightsUnavailable` within seconds, with the one
+command that fetches them and the variable that points the kit at a local copy. Measured here (offline): diffusers
+itself fails in 0.1 s, but `CLIPTokenizer.from_pretrained(hub id)` returns a 2-token tokenizer without an error, so
+the loaded tokenizer is checked (`text.check_tokenizer`).
+
+`build_standin` writes a pipeline with SD1.4's *architecture shape* (a VAE with 4 latent channels and 8x
+downsampling, a UNet with SD1.4's block types and 2 ResNets per down level, so `up_blocks.0.resnets.2` exists, a CLIP
+text encoder, CLIP's real tokenizer, SD1.4's scheduler config) but small random weights, with `save_pretrained`;
+`load_sd14(path)` then loads it through the same `from_pretrained` path as the real weights. Scores computed with it
+say nothing about memorization: it exists so that the notebooks and the command line run end to end anywhere.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .params import ParameterError, check_choice
+
+MODEL_ID = "CompVis/stable-diffusion-v1-4"
+REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
+ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "float16")
+HUB_HOST = ("huggingface.co", 443)
+SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
+                  "steps_offset": 1}
+
+
+class WeightsUnavailable(RuntimeError):
+    """The SD1.4 weights cannot be loaded from here; the message says how to get them."""
+
+
+@dataclass
+class LoadedPipeline:
+    """A loaded pipeline and how: `standin` is True for small random components (scores are not meaningful)."""
+
+    pipe: object
+    source: str
+    standin: bool
+    device: str
+    dtype: torch.dtype
+    seconds: float
+
+
+def how_to_get_weights() -> str:
+    return (f"Stable Diffusion v1.4 weights are not available here. Get them once (about 5 GB) with\n"
+            f"    huggingface-cli download {MODEL_ID} --revision {REVISION} --local-dir sd-v1-4\n"
+            f"then point the kit at the folder: export {ENV_VAR}=$PWD/sd-v1-4 (or pass path=...). "
+            f"Without them, use the stand-in (mode 'standin'): same code, small random weights, scores not meaningful.")
+
+
+def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torch.dtype]:
+    """'auto': CUDA with fp16 when a GPU is present, else CPU with fp32. Either can be forced."""
+    check_choice("device", device, DEVICES)
+    check_choice("dtype", dtype, DTYPES)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("parameter device='cuda' is not allowed here: no CUDA device is available; use 'cpu' or 'auto'")
+    if dtype == "auto":
+        dtype = "float16" if device == "cuda" else "float32"
+    return device, getattr(torch, dtype)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the Hugging Face hub be opened within `timeout` seconds? False when HF_HUB_OFFLINE is
+    set. Used so that an offline machine fails at once instead of retrying for minutes."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str, device: str, dtype: torch.dtype, **kwargs):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .text import check_tokenizer
+
+    pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
+                                                   requires_safety_checker=False, **kwargs)
+    check_tokenizer(pipe.tokenizer)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def load_sd14(path: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
+              revision: str = REVISION, allow_download: bool = True) -> LoadedPipeline:
+    """The SD1.4 pipeline from `path` (a local folder; default: $REPLIB_SD14), else from the Hugging Face cache at
+    `revision`, else downloaded (when `allow_download` and the hub answers). Raises `WeightsUnavailable` otherwise."""
+    device, torch_dtype = choose_device(device, dtype)
+    t0 = time.perf_counter()
+    path = path or os.environ.get(ENV_VAR) or None
+    if path is not None:
+        folder = Path(path).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise WeightsUnavailable(f"{folder} is not a diffusers pipeline folder (no model_index.json).\n"
+                                     + how_to_get_weights())
+        pipe = _from_pretrained(str(folder), device, torch_dtype)
+        standin = (folder / STANDIN_MARK).exists()
+        return LoadedPipeline(pipe, str(folder), standin, device, torch_dtype, time.perf_counter() - t0)
+    try:  # the user's cache, no network
+        pipe = _from_pretrained(MODEL_ID, device, torch_dtype, revision=revision, local_files_only=True)
+        return LoadedPipeline(pipe, f"{MODEL_ID}@{revision[:8]} (cache)", False, device, torch_dtype,
+                              time.perf_counter() - t0)
+    except (OSError, ValueError, EnvironmentError):
+        pass
+    if not (allow_download and hub_reachable()):
+        raise WeightsUnavailable(how_to_get_weights())
+    try:
+        pipe = _from_pretrained(MODEL_ID, device, torch_dtype, revision=revision)
+    except OSError as err:  # gated, no token, disk full, ...
+        raise WeightsUnavailable(f"download failed: {err}\n" + how_to_get_weights()) from err
+    return LoadedPipeline(pipe, f"{MODEL_ID}@{revision[:8]}", False, device, torch_dtype, time.perf_counter() - t0)
+
+
+STANDIN_MARK = "REPLIB_STANDIN.txt"
+
+
+def build_standin(folder: str | os.PathLike, seed: int = 0, sample_size: int = 16) -> Path:
+    """Write a small random pipeline with SD1.4's shape into `folder` (`save_pretrained`) and return the folder.
+
+    Shape kept from SD1.4: VAE with 4 latent channels and 4 levels (8x downsampling, scaling factor 0.18215); UNet with
+    down blocks CrossAttn x3 + plain, up blocks plain + CrossAttn x3, 2 ResNets per down level (3 per up level), so
+    the paper's layer `up_blocks.0.resnets.2.nonlinearity` and steering blocks exist; CLIP text encoder with 77
+    positions and CLIP's tokenizer; SD1.4's DDIM scheduler config. Sizes are small (channels 32-64, width 32), and
+    `sample_size` latents (16 -> 128x128 pixels) keep a CPU run to seconds."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    from .text import clip_tokenizer, small_text_encoder
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(32, 32, 64, 64), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 32, 32),
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            norm_num_groups=8, sample_size=sample_size * 8, scaling_factor=0.18215)
+    text_encoder = small_text_encoder(hidden=32, layers=2, heads=2, seed=seed)
+    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(),
+                                   unet=unet.eval(), scheduler=DDIMScheduler(**SD14_SCHEDULER), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    (folder / STANDIN_MARK).write_text("Small random components with Stable Diffusion v1.4's architecture shape, made "
+                                       "by replib.sd14.build_standin. Scores computed with it are not meaningful.\n")
+    return folder
+
+
+def load_or_standin(mode: str = "auto", path: str | os.PathLike | None = None, device: str = "auto",
+                    dtype: str = "auto", standin_dir: str | os.PathLike | None = None) -> LoadedPipeline:
+    """mode 'real': SD1.4 or `WeightsUnavailable`; 'standin': the stand-in (built once under the checkpoint cache);
+    'auto': the real weights when they load, else the stand-in (the caller should say so loudly)."""
+    check_choice("mode", mode, ("auto", "real", "standin"))
+    if mode != "standin":
+        try:
+            return load_sd14(path, device, dtype)
+        except WeightsUnavailable:
+            if mode == "real":
+                raise
+    from .checkpoints import cache_dir
+
+    folder = Path(standin_dir) if standin_dir else cache_dir() / "sd14-standin"
+    if not (folder / STANDIN_MARK).exists():
+        build_standin(folder)
+    loaded = load_sd14(folder, device, dtype)
+    loaded.standin = True
+    return loaded

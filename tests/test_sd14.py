@@ -1,0 +1,85 @@
+"""Stable Diffusion v1.4 loading: the stand-in goes through the same `from_pretrained` path as the real weights, an
+offline machine fails fast with instructions, and a half-empty tokenizer is refused."""
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from replib import detection, pipelines, sd14
+from replib.params import ParameterError
+
+
+@pytest.fixture(scope="module")
+def standin_dir(tmp_path_factory):
+    return sd14.build_standin(tmp_path_factory.mktemp("sd14") / "standin")
+
+
+def test_standin_has_sd14_shape_and_loads_through_from_pretrained(standin_dir):
+    loaded = sd14.load_sd14(standin_dir, device="cpu")
+    pipe = loaded.pipe
+    assert loaded.standin and type(pipe).__name__ == "StableDiffusionPipeline" and loaded.dtype == torch.float32
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear" and pipe.vae_scale_factor == 8
+    assert len(pipe.tokenizer) == 49_408 and pipe.tokenizer.model_max_length == 77
+    names = dict(pipe.unet.named_modules())
+    assert "up_blocks.0.resnets.2.nonlinearity" in names
+    assert all(f"up_blocks.{b}.resnets.{r}" in names for b, r in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)])
+    gen = pipelines.generate(pipe, ["a photo of a cat", "an old man"], seeds=0, steps=3, guidance_scale=7.5,
+                             progress=False)
+    assert gen.latents.shape == (2, 4, 16, 16) and gen.images.shape == (2, 3, 128, 128)
+    s1 = detection.paper_scores(pipe, gen.latents, "up_blocks.0.resnets.2.nonlinearity", timestep=10)
+    s2 = detection.paper_scores(pipe, gen.latents, "up_blocks.0.resnets.2.nonlinearity", timestep=10)
+    assert np.isfinite(s1).all() and np.array_equal(s1, s2)
+
+
+def test_offline_without_weights_fails_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv(sd14.ENV_VAR, raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(sd14.WeightsUnavailable, match="huggingface-cli download CompVis/stable-diffusion-v1-4"):
+        sd14.load_sd14(device="cpu")
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(sd14.WeightsUnavailable, match=sd14.ENV_VAR):
+        sd14.load_or_standin("real", device="cpu")
+
+
+def test_not_a_pipeline_folder(tmp_path):
+    with pytest.raises(sd14.WeightsUnavailable, match="model_index.json"):
+        sd14.load_sd14(tmp_path, device="cpu")
+
+
+def test_auto_mode_falls_back_to_the_standin(tmp_path, monkeypatch, standin_dir):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv(sd14.ENV_VAR, raising=False)
+    loaded = sd14.load_or_standin("auto", device="cpu", standin_dir=standin_dir)
+    assert loaded.standin
+    with pytest.raises(ParameterError, match="mode"):
+        sd14.load_or_standin("fake")
+
+
+def test_two_token_tokenizer_is_refused(tmp_path, standin_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(standin_dir, broken)
+    tok = broken / "tokenizer"
+    (tok / "vocab.json").write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1}))
+    (tok / "merges.txt").write_text("#version: 0.2\n")
+    for extra in ("tokenizer.json",):
+        (tok / extra).unlink(missing_ok=True)
+    with pytest.raises(RuntimeError, match="only 2 tokens"):
+        sd14.load_sd14(broken, device="cpu")
+
+
+def test_device_and_dtype_choice():
+    assert sd14.choose_device("cpu", "auto") == ("cpu", torch.float32)
+    assert sd14.choose_device("cpu", "float16") == ("cpu", torch.float16)
+    with pytest.raises(ParameterError, match="dtype"):
+        sd14.choose_device("cpu", "bf16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="cuda"):
+            sd14.choose_device("cuda")
