@@ -1,0 +1,146 @@
+"""Score a file of prompts with memorization detectors, resumably, on one or many GPUs.
+
+    python -m replib.score --set memorized --limit 100 --out results/mem.csv            # SD1.4 (or --mode standin)
+    python -m replib.score --prompts my_prompts.txt --detectors paper wen --out r.csv
+    accelerate launch -m replib.score --set nonmemorized --out results/nmem.csv         # prompts sharded over GPUs
+
+Each prompt i gets seed `--seed + i` (the same image whichever process or batch it lands in), one generation through
+`pipelines.generate`, and a row per prompt: the paper's score (`detection.paper_scores`), Wen et al.'s first-step
+and all-step guidance norms (recorded during that same generation), seconds, and the model it came from. Rows are
+appended after every batch, so an interrupted run loses at most one batch; a new run skips every prompt index
+already in the output (all shards). Under `accelerate launch` each process takes its share of the remaining prompts
+(`PartialState.split_between_processes`) and writes its own shard `OUT.rankK.csv`; `read_results` merges them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+DETECTORS = ("paper", "wen")
+FIELDS = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean", "seconds", "model", "standin"]
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line of a .txt file, or the `caption` (else `prompt`) field of each line of a .jsonl file."""
+    path = Path(path)
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        lines = [(lambda r: r.get("caption", r.get("prompt")))(json.loads(line)) for line in lines]
+    if not lines:
+        raise ValueError(f"{path} holds no prompts")
+    return lines
+
+
+def shard_paths(out: Path) -> list[Path]:
+    return [p for p in [out, *sorted(out.parent.glob(f"{out.stem}.rank*{out.suffix}"))] if p.exists()]
+
+
+def read_results(out: str | Path) -> pd.DataFrame:
+    """All rows written for `out` (the file and its per-process shards), one per prompt index, sorted."""
+    frames = [pd.read_csv(p) for p in shard_paths(Path(out))]
+    if not frames:
+        return pd.DataFrame(columns=FIELDS)
+    return pd.concat(frames).drop_duplicates("index", keep="first").sort_values("index").reset_index(drop=True)
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+
+
+def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str, ...], steps: int,
+                guidance_scale: float, layer: str, timestep: int) -> list[dict]:
+    """Generate `prompts` with `seeds` and score each generation; one dict per prompt (scores missing = NaN)."""
+    from . import detection, pipelines
+
+    t0 = time.perf_counter()
+    with detection.record_guidance(pipe) as rec:
+        gen = pipelines.generate(pipe, prompts, seeds, steps, guidance_scale, batch_size=len(prompts), progress=False)
+    first, mean = rec.scores(steps) if guidance_scale > 1 else ([float("nan")] * len(prompts),) * 2
+    paper = (detection.paper_scores(pipe, gen.latents, layer, timestep)
+             if "paper" in detectors else [float("nan")] * len(prompts))
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    wen = "wen" in detectors
+    return [{"prompt": p, "seed": s, "paper": float(paper[i]), "wen_first": float(first[i]) if wen else float("nan"),
+             "wen_mean": float(mean[i]) if wen else float("nan"), "seconds": seconds}
+            for i, (p, s) in enumerate(zip(prompts, seeds))]
+
+
+def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps: int = 50, guidance_scale: float = 7.5,
+        seed: int = 0, batch_size: int = 4, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+        progress: bool = True) -> pd.DataFrame:
+    """Score every prompt not yet in `out`; returns all results so far. Works alone or under `accelerate launch`."""
+    from accelerate import PartialState
+
+    from .widgets import progress as bar
+
+    out = Path(out)
+    state = PartialState()
+    done = set(read_results(out)["index"].astype(int))
+    todo = [i for i in range(len(prompts)) if i not in done]
+    target = out if state.num_processes == 1 else out.with_name(f"{out.stem}.rank{state.process_index}{out.suffix}")
+    with state.split_between_processes(todo) as mine:
+        batches = [mine[k:k + batch_size] for k in range(0, len(mine), batch_size)]
+        for batch in bar(batches, desc=f"scoring (process {state.process_index})", disable=not progress):
+            rows = score_batch(loaded.pipe, [prompts[i] for i in batch], [seed + i for i in batch], tuple(detectors),
+                               steps, guidance_scale, layer, timestep)
+            _append(target, [{"index": i, **r, "model": loaded.source, "standin": loaded.standin}
+                             for i, r in zip(batch, rows)])
+    state.wait_for_everyone()
+    return read_results(out)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    from .sd14 import load_or_standin
+
+    ap = argparse.ArgumentParser(prog="python -m replib.score", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", help="a .txt (one prompt per line) or .jsonl (field caption) file")
+    src.add_argument("--set", choices=("memorized", "nonmemorized"), help="a public prompt set (replib.prompts)")
+    ap.add_argument("--out", required=True, help="CSV to append to (resumes: prompt indices already there are skipped)")
+    ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
+    ap.add_argument("--mode", default="auto", choices=("auto", "real", "standin"))
+    ap.add_argument("--path", help="a local SD1.4 folder (default: $REPLIB_SD14, else the Hugging Face cache)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16"))
+    ap.add_argument("--limit", type=int, help="score only the first LIMIT prompts")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--layer", default="up_blocks.0.resnets.2.nonlinearity")
+    ap.add_argument("--timestep", type=int, default=10)
+    args = ap.parse_args(argv)
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    else:
+        from .prompts import load_prompt_set
+
+        prompts = load_prompt_set(args.set).prompts
+    prompts = prompts[: args.limit] if args.limit else prompts
+    loaded = load_or_standin(args.mode, args.path, args.device, args.dtype)
+    if loaded.standin:
+        print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
+    from accelerate import PartialState
+
+    loaded.pipe.to(PartialState().device)
+    results = run(prompts, args.out, loaded, args.detectors, args.steps, args.guidance, args.seed, args.batch_size,
+                  args.layer, args.timestep)
+    print(f"{len(results)} of {len(prompts)} prompts scored in {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

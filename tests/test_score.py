@@ -1,0 +1,52 @@
+"""The scoring command line: resumable (an interrupted run loses nothing and redoes nothing), seeded per prompt."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from replib import score, sd14
+
+PROMPTS = ["a photo of a cat", "an old man", "a red car", "a bowl of soup", "a castle at night"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    folder = sd14.build_standin(tmp_path_factory.mktemp("sd14") / "standin", sample_size=8)
+    return sd14.load_sd14(folder, device="cpu")
+
+
+def test_interrupted_run_resumes_without_redoing(loaded, tmp_path, monkeypatch):
+    whole = score.run(PROMPTS, tmp_path / "whole.csv", loaded, steps=2, batch_size=2, progress=False)
+    assert list(whole["index"]) == list(range(5)) and whole["standin"].all()
+    assert np.isfinite(whole[["paper", "wen_first", "wen_mean"]].to_numpy(dtype=float)).all()
+
+    real, calls = score.score_batch, []
+
+    def stop_after_one(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score, "score_batch", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        score.run(PROMPTS, tmp_path / "cut.csv", loaded, steps=2, batch_size=2, progress=False)
+    assert len(score.read_results(tmp_path / "cut.csv")) == 2  # the first batch was kept
+    monkeypatch.setattr(score, "score_batch", real)
+    resumed = score.run(PROMPTS, tmp_path / "cut.csv", loaded, steps=2, batch_size=2, progress=False)
+    assert len(pd.read_csv(tmp_path / "cut.csv")) == 5, "no prompt is scored twice"
+    cols = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean"]
+    pd.testing.assert_frame_equal(resumed[cols], whole[cols], rtol=1e-4)
+
+
+def test_cli_reads_a_prompt_file_and_skips_done_prompts(loaded, tmp_path, monkeypatch):
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS[:3]) + "\n\n")
+    monkeypatch.setattr(sd14, "load_or_standin", lambda *a, **k: loaded)
+    out = tmp_path / "r.csv"
+    args = ["--prompts", str(tmp_path / "p.txt"), "--out", str(out), "--mode", "standin", "--steps", "2",
+            "--limit", "2", "--device", "cpu"]
+    assert len(score.main(args)) == 2
+    assert len(score.main(args[:-4] + ["--device", "cpu"])) == 3
+    assert len(pd.read_csv(out)) == 3
+    (tmp_path / "e.txt").write_text("\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        score.read_prompts(tmp_path / "e.txt")
