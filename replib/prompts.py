@@ -119,6 +119,13 @@ def load_prompt_set(name: str, local_dir: str | os.PathLike | None = None, cache
     return PromptSet(source.name, prompts, path, source.sha256, records)
 
 
+def read_prompt_file(path: str | os.PathLike) -> list[str]:
+    """Prompts from a file of one's own, read as the public sets are: .jsonl (field "caption") or one per line."""
+    path = Path(path)
+    source = PromptSource(path.stem, path.name, "", "", kind="jsonl" if path.suffix == ".jsonl" else "lines")
+    return _parse(source, path.read_text(encoding="utf-8"), path)[0]
+
+
 def sample(prompt_set: PromptSet | Sequence[str], n: int, seed: int) -> list[str]:
     """`n` distinct prompts of the set (distinct positions, in random order), the same ones for the same `seed`.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -26,14 +25,13 @@ FIELDS = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean", "seconds"
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """One prompt per line of a .txt file, or the `caption` (else `prompt`) field of each line of a .jsonl file."""
-    path = Path(path)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix == ".jsonl":
-        lines = [(lambda r: r.get("caption", r.get("prompt")))(json.loads(line)) for line in lines]
-    if not lines:
+    """One prompt per line of a .txt file, or the `caption` field of each line of a .jsonl file."""
+    from .prompts import read_prompt_file
+
+    prompts = read_prompt_file(path)
+    if not prompts:
         raise ValueError(f"{path} holds no prompts")
-    return lines
+    return prompts
 
 
 def shard_paths(out: Path) -> list[Path]:
@@ -102,6 +100,8 @@ def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
+    from accelerate import PartialState
+
     from .sd14 import load_or_standin
 
     ap = argparse.ArgumentParser(prog="python -m replib.score", description=__doc__,
@@ -133,8 +133,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     loaded = load_or_standin(args.mode, args.path, args.device, args.dtype)
     if loaded.standin:
         print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
-    from accelerate import PartialState
-
     loaded.pipe.to(PartialState().device)
     results = run(prompts, args.out, loaded, args.detectors, args.steps, args.guidance, args.seed, args.batch_size,
                   args.layer, args.timestep)

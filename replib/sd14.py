@@ -30,6 +30,7 @@ from .params import ParameterError, check_choice
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
+STANDIN_MARK = "REPLIB_STANDIN.txt"  # written into a stand-in's folder, so loading it says so
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16")
 HUB_HOST = ("huggingface.co", 443)
@@ -118,7 +119,7 @@ def load_sd14(path: str | os.PathLike | None = None, device: str = "auto", dtype
         pipe = _from_pretrained(MODEL_ID, device, torch_dtype, revision=revision, local_files_only=True)
         return LoadedPipeline(pipe, f"{MODEL_ID}@{revision[:8]} (cache)", False, device, torch_dtype,
                               time.perf_counter() - t0)
-    except (OSError, ValueError, EnvironmentError):
+    except (OSError, ValueError):
         pass
     if not (allow_download and hub_reachable()):
         raise WeightsUnavailable(how_to_get_weights())
@@ -127,9 +128,6 @@ def load_sd14(path: str | os.PathLike | None = None, device: str = "auto", dtype
     except OSError as err:  # gated, no token, disk full, ...
         raise WeightsUnavailable(f"download failed: {err}\n" + how_to_get_weights()) from err
     return LoadedPipeline(pipe, f"{MODEL_ID}@{revision[:8]}", False, device, torch_dtype, time.perf_counter() - t0)
-
-
-STANDIN_MARK = "REPLIB_STANDIN.txt"
 
 
 def build_standin(folder: str | os.PathLike, seed: int = 0, sample_size: int = 16) -> Path:

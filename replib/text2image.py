@@ -14,8 +14,10 @@ Diffusion 2 does) rather than the noise. Why, measured on 8 glyphs with 8 captio
 epsilon-prediction model's one-step x0 estimate picked the caption's image 100% of the time at t=500 but 25% at
 t=999, because near pure noise the caption changes the target noise by only sqrt(alpha_bar) ~ 0.006 of the image,
 so the loss hardly teaches it; its DDIM samples followed the caption in 59% (guidance 1) and 12% (guidance 3) of
-cases. The v-prediction model's samples followed it in 100% at guidance 1 and 3. As in Stable Diffusion the text encoder is **frozen**; here it is a
-small randomly initialised CLIP text transformer rather than a pretrained one. Fixed random features still tell
+cases. The v-prediction model's samples followed it in 100% at guidance 1 and 3.
+
+As in Stable Diffusion the text encoder is **frozen**; here it is a small randomly initialised CLIP text transformer
+rather than a pretrained one. Fixed random features still tell
 every caption apart token by token, and freezing lets training encode each distinct caption once: measured on this
 CPU, training the text encoder jointly made each step ~1.4x slower (its 49,408-token embedding table alone is 3.2M
 parameters for Adam to update).
@@ -92,16 +94,16 @@ class T2ITraining(UNetTraining):
         super().__post_init__()
         check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_float("p_uncond", self.p_uncond, 0.0, 1.0)
+        check_int("text_hidden", self.text_hidden, 8)
+        check_int("text_layers", self.text_layers, 1)
+        self.channels = tuple(self.channels)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of (0-based) optimizer step `step`."""
         if self.lr_schedule == "constant":
             return self.lr
         return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
-        check_float("p_uncond", self.p_uncond, 0.0, 1.0)
-        check_int("text_hidden", self.text_hidden, 8)
-        check_int("text_layers", self.text_layers, 1)
-        self.channels = tuple(self.channels)
 
 
 def _build(cfg: T2ITraining, sample_size: int, in_channels: int) -> TextToImage:

@@ -112,20 +112,15 @@ def test_missing_file_lists_names_and_never_downloads(tmp_path, monkeypatch, no_
     assert "sd1_nmem.txt" in msg and "sd1_nonmemorized_500.txt" in msg and str(tmp_path) in msg
 
 
-def test_empty_set(tmp_path, monkeypatch, no_env, no_network):
-    data = b"\n   \n\t\n"
-    (tmp_path / "sd1_nmem.txt").write_bytes(data)
-    _with_sha(monkeypatch, "nonmemorized", data)
-    with pytest.raises(PromptSetError, match="no prompts"):
-        load_prompt_set("nonmemorized", local_dir=tmp_path)
-
-
-def test_malformed_json_line_number(tmp_path, monkeypatch, no_env, no_network):
-    data = b'{"caption": "a", "index": 1, "url": "u"}\n\n{not json\n'
-    (tmp_path / "sdv1_500_memorized.jsonl").write_bytes(data)
-    _with_sha(monkeypatch, "memorized", data)
-    with pytest.raises(PromptSetError, match="line 3"):
-        load_prompt_set("memorized", local_dir=tmp_path)
+@pytest.mark.parametrize("name, filename, data, message", [
+    ("nonmemorized", "sd1_nmem.txt", b"\n   \n\t\n", "no prompts"),
+    ("memorized", "sdv1_500_memorized.jsonl", b'{"caption": "a", "index": 1, "url": "u"}\n\n{not json\n', "line 3"),
+], ids=["empty-set", "malformed-json-line"])
+def test_unreadable_content(name, filename, data, message, tmp_path, monkeypatch, no_env, no_network):
+    (tmp_path / filename).write_bytes(data)
+    _with_sha(monkeypatch, name, data)
+    with pytest.raises(PromptSetError, match=message):
+        load_prompt_set(name, local_dir=tmp_path)
 
 
 def test_unknown_name_lists_allowed(no_env, no_network):

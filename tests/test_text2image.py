@@ -60,6 +60,9 @@ def test_cosine_schedule_and_prediction_type():
         T2ITraining(prediction_type="x0")
     with pytest.raises(ParameterError, match="lr_schedule"):
         T2ITraining(lr_schedule="linear")
+    with pytest.raises(ParameterError, match="p_uncond"):
+        T2ITraining(p_uncond=1.5)
+    assert T2ITraining(channels=[8, 16]).channels == (8, 16)
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
