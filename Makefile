@@ -7,6 +7,12 @@ BUILD ?= build
 export REPLIB_STATIC := 1
 export TRANSFORMERS_VERBOSITY := error
 export HF_HUB_OFFLINE := 1
+# The SD1.4 prompt sets: downloaded (sha256-checked) when this is empty; a local copy is used when one is next to
+# the project (../shared/data, as on the kit's test machines) or given on the command line.
+REPLIB_PROMPTS_DIR ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data))
+ifneq ($(REPLIB_PROMPTS_DIR),)
+export REPLIB_PROMPTS_DIR
+endif
 
 .PHONY: all env notebooks book test clean
 

@@ -20,13 +20,25 @@ from .params import check_int
 from .representations import capture_features
 
 
+def noise_for(shape: torch.Size | tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
+    """Gaussian noise of `shape` (n, ...): from one generator seeded `seed`, or, for a list of n seeds, row i from its
+    own generator seeded seed[i] (so row i does not depend on which other rows share the batch)."""
+    if isinstance(seed, int):
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    seeds = list(seed)
+    if len(seeds) != shape[0]:
+        raise ValueError(f"{shape[0]} samples but {len(seeds)} noise seeds")
+    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
 @torch.no_grad()
 def noised_representations(unet: torch.nn.Module, x0: torch.Tensor, layers: list[str] | str, timestep: int = 10,
-                           pool: str = "max", seed: int = 0, num_train_timesteps: int = 1000,
+                           pool: str = "max", seed: int | list[int] = 0, num_train_timesteps: int = 1000,
                            unet_kwargs: dict | None = None, batch_size: int = 128, scheduler=None
                            ) -> dict[str, torch.Tensor]:
     """Pooled activations (n, channels) of `layers` for one UNet pass on x0 noised to `timestep` (DDPM forward
-    process, `scheduler.add_noise`, noise seeded by `seed` so the same image always gets the same score).
+    process, `scheduler.add_noise`, noise seeded by `seed` so the same image always gets the same score; a list of
+    seeds, one per image, makes each image's noise independent of the batch it is scored in, see `noise_for`).
 
     `scheduler` sets the noise schedule (default: diffusers' `DDPMScheduler` with its default linear betas; pass the
     pipeline's scheduler for Stable Diffusion). Tensors in `unet_kwargs` with batch size 1 (e.g. the empty prompt's
@@ -38,7 +50,7 @@ def noised_representations(unet: torch.nn.Module, x0: torch.Tensor, layers: list
     check_int("timestep", timestep, 0, num_train_timesteps - 1)
     layers = [layers] if isinstance(layers, str) else list(layers)
     scheduler = scheduler or DDPMScheduler(num_train_timesteps=num_train_timesteps)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    noise = noise_for(x0.shape, seed)
     param = next(unet.parameters())
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for start in range(0, len(x0), batch_size):
@@ -73,7 +85,7 @@ def resnet_activation_layers(unet: torch.nn.Module) -> list[str]:
 # --- Detectors for any StableDiffusionPipeline (the kit's glyph model or SD1.4) ---------------------------------------
 
 def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, timestep: int = 10, pool: str = "max",
-                          seed: int = 0, batch_size: int = 32) -> dict[str, torch.Tensor]:
+                          seed: int | list[int] = 0, batch_size: int = 32) -> dict[str, torch.Tensor]:
     """What the paper's detector looks at: the pooled activations (n, channels) of `layers` for model-space samples
     (`Generations.latents`; use `pipelines.encode` for images from elsewhere) noised to `timestep` with the
     pipeline's own noise schedule, in one UNet pass with the **empty** prompt."""
@@ -88,7 +100,7 @@ def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, 
 
 
 def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
-                 pool: str = "max", seed: int = 0, batch_size: int = 32) -> np.ndarray:
+                 pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32) -> np.ndarray:
     """The paper's prompt-free detector on a pipeline: score = std of `paper_representations` at `layer` (spatial
     `pool`). One UNet evaluation per sample; higher = more likely memorized."""
     reps = paper_representations(pipe, latents, layer, timestep, pool, seed, batch_size)[layer]
@@ -170,4 +182,29 @@ def detector_table(results: dict[str, dict], labels) -> "pd.DataFrame":
         summary = detection_summary(r["scores"], labels)
         rows.append({"detector": name, "AUROC": summary["AUROC"], "TPR@1%FPR": summary["TPR@1%FPR"],
                      "s / sample": r["seconds"] / len(r["scores"]), "UNet calls / sample": r["unet_calls"]})
+    return pd.DataFrame(rows).set_index("detector")
+
+
+# Published results on Stable Diffusion v1.4 (Webster's 500 memorized prompts vs 500 non-memorized prompts), as the
+# paper's headline table reports them: {detector: (AUROC, TPR@1%FPR)}. Notebook 08 puts the kit's numbers beside them.
+SD14_PUBLISHED = {
+    "paper (representation std)": (0.987, 0.961),
+    "Wen et al., first step": (0.976, 0.896),
+    "Jeon et al. (sharpness)": (0.987, 0.908),
+}
+
+
+def beside_published(table: "pd.DataFrame", names: dict[str, str], published: dict = SD14_PUBLISHED,
+                     label: str = "kit") -> "pd.DataFrame":
+    """The published rows with the kit's measured AUROC and TPR@1%FPR next to them. `names` maps a published detector
+    to its row in `table` (a `detector_table`); a published detector the kit does not run gets NaN."""
+    import pandas as pd
+
+    rows = []
+    for name, (auroc_pub, tpr_pub) in published.items():
+        ours = table.loc[names[name]] if name in names else None
+        rows.append({"detector": name, "AUROC published": auroc_pub,
+                     f"AUROC {label}": float("nan") if ours is None else ours["AUROC"],
+                     "TPR@1%FPR published": tpr_pub,
+                     f"TPR@1%FPR {label}": float("nan") if ours is None else ours["TPR@1%FPR"]})
     return pd.DataFrame(rows).set_index("detector")

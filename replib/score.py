@@ -4,8 +4,9 @@
     python -m replib.score --prompts my_prompts.txt --detectors paper wen --out r.csv
     accelerate launch -m replib.score --set nonmemorized --out results/nmem.csv         # prompts sharded over GPUs
 
-Each prompt i gets seed `--seed + i` (the same image whichever process or batch it lands in), one generation through
-`pipelines.generate`, and a row per prompt: the paper's score (`detection.paper_scores`), Wen et al.'s first-step
+Each prompt i gets seed `--seed + i`, for its generation and for the detector's noise (the same image and score
+whichever process or batch it lands in), one generation through `pipelines.generate`, and a row per prompt: the
+paper's score (`detection.paper_scores`), Wen et al.'s first-step
 and all-step guidance norms (recorded during that same generation), seconds, and the model it came from. Rows are
 appended after every batch, so an interrupted run loses at most one batch; a new run skips every prompt index
 already in the output (all shards). Under `accelerate launch` each process takes its share of the remaining prompts
@@ -38,6 +39,15 @@ def shard_paths(out: Path) -> list[Path]:
     return [p for p in [out, *sorted(out.parent.glob(f"{out.stem}.rank*{out.suffix}"))] if p.exists()]
 
 
+def results_path(name: str, loaded, **settings) -> Path:
+    """Where a notebook keeps one prompt set's scores: a CSV per (set, model, dtype, settings) in the checkpoint cache,
+    so a rerun, or a run with more prompts, resumes where the last one stopped instead of starting over."""
+    from .checkpoints import cache_dir, settings_key
+
+    key = settings_key({"model": loaded.source, "standin": loaded.standin, "dtype": str(loaded.dtype), **settings})
+    return cache_dir() / "sd14-scores" / f"{name}-{key}.csv"
+
+
 def read_results(out: str | Path) -> pd.DataFrame:
     """All rows written for `out` (the file and its per-process shards), one per prompt index, sorted."""
     frames = [pd.read_csv(p) for p in shard_paths(Path(out))]
@@ -66,7 +76,7 @@ def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str
     with detection.record_guidance(pipe) as rec:
         gen = pipelines.generate(pipe, prompts, seeds, steps, guidance_scale, batch_size=len(prompts), progress=False)
     first, mean = rec.scores(steps) if guidance_scale > 1 else ([float("nan")] * len(prompts),) * 2
-    paper = (detection.paper_scores(pipe, gen.latents, layer, timestep)
+    paper = (detection.paper_scores(pipe, gen.latents, layer, timestep, seed=list(seeds))
              if "paper" in detectors else [float("nan")] * len(prompts))
     seconds = (time.perf_counter() - t0) / len(prompts)
     wen = "wen" in detectors

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,13 +88,30 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+@contextmanager
+def _quiet_loading():
+    """No 'Loading pipeline components' / 'Loading weights' bars (they fill a notebook's output); download bars, which
+    come from huggingface_hub, are left on."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.enable_progress_bar()
+        tlog.enable_progress_bar()
+
+
 def _from_pretrained(source: str, device: str, dtype: torch.dtype, **kwargs):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from .text import check_tokenizer
 
-    pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False, **kwargs)
+    with _quiet_loading():
+        pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False, **kwargs)
     check_tokenizer(pipe.tokenizer)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -182,3 +200,57 @@ def load_or_standin(mode: str = "auto", path: str | os.PathLike | None = None, d
     loaded = load_sd14(folder, device, dtype)
     loaded.standin = True
     return loaded
+
+
+# --- Saying loudly which model a number came from ----------------------------------------------------------------------
+
+STANDIN_TAG = "[STAND-IN: not meaningful]"
+
+
+def tag(loaded: LoadedPipeline) -> str:
+    """A prefix for every number a notebook prints: the stand-in tag in stand-in mode, else ''."""
+    return f"{STANDIN_TAG} " if loaded.standin else ""
+
+
+def model_label(loaded: LoadedPipeline) -> str:
+    """A column value or figure-title suffix naming the model: 'SD1.4 (source)' or the stand-in warning."""
+    return f"random SD1.4-shaped stand-in {STANDIN_TAG}" if loaded.standin else f"SD1.4 ({loaded.source})"
+
+
+@dataclass
+class Banner:
+    """The box at the top of the SD1.4 notebooks: which model is loaded, and in stand-in mode that nothing computed
+    with it is evidence. Renders as HTML in Jupyter and the book, as Markdown or plain text elsewhere."""
+
+    loaded: LoadedPipeline
+
+    def _lines(self) -> tuple[str, str]:
+        l = self.loaded
+        where = f"{l.device}, {str(l.dtype).replace('torch.', '')}, loaded in {l.seconds:.1f} s"
+        if l.standin:
+            return ("STAND-IN MODE: scores and images below are NOT meaningful",
+                    f"The real Stable Diffusion v1.4 weights are not loaded, so this notebook runs on small random "
+                    f"components with SD1.4's architecture shape ({l.source}; {where}). Every step runs exactly as it "
+                    f"would on SD1.4, and every number is tagged {STANDIN_TAG}. To run the real experiment: "
+                    f"{how_to_get_weights().splitlines()[1].strip()} then export {ENV_VAR}=... and set MODE = 'real'.")
+        return ("Stable Diffusion v1.4", f"Loaded {l.source} ({where}).")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head, body = self._lines()
+        colour = "#b00020" if self.loaded.standin else "#1b5e20"
+        return (f'<div style="border:3px solid {colour};padding:0.6em 1em;margin:0.5em 0;border-radius:6px">'
+                f'<b style="color:{colour};font-size:1.15em">{html.escape(head)}</b><br>{html.escape(body)}</div>')
+
+    def _repr_markdown_(self) -> str:
+        head, body = self._lines()
+        return f"> **{head}**\n>\n> {body}"
+
+    def __repr__(self) -> str:
+        head, body = self._lines()
+        return f"{head}\n{body}"
+
+
+def banner(loaded: LoadedPipeline) -> Banner:
+    return Banner(loaded)

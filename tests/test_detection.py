@@ -36,6 +36,16 @@ def test_scores_shape_deterministic_and_batch_independent(unet):
     assert not np.allclose(a[LAYER], c[LAYER]), "the noise seed matters"
 
 
+def test_per_image_noise_seeds_make_a_score_independent_of_its_batch(unet):
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    seeds = [10, 11, 12, 13, 14, 15]
+    whole = detection.representation_std_scores(unet, x, LAYER, seed=seeds)[LAYER]
+    tail = detection.representation_std_scores(unet, x[3:], LAYER, seed=seeds[3:])[LAYER]
+    np.testing.assert_allclose(whole[3:], tail, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="noise seeds"):
+        detection.noise_for((6, 1, 8, 8), seeds[:2])
+
+
 def test_score_is_std_of_the_spatial_max(unet):
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     reps = detection.noised_representations(unet, x, LAYER, timestep=10, pool="max", seed=0)[LAYER]
