@@ -81,3 +81,15 @@ def test_detector_table():
     assert list(table.index) == ["perfect", "noise"]
     assert table.loc["perfect", "AUROC"] == 1.0 and table.loc["perfect", "TPR@1%FPR"] == 1.0
     assert table.loc["perfect", "s / sample"] == 0.02 and table.loc["noise", "UNet calls / sample"] == 2
+
+
+def test_beside_published_puts_the_kit_next_to_the_paper():
+    import pandas as pd
+
+    table = pd.DataFrame({"AUROC": [0.9, 0.8], "TPR@1%FPR": [0.5, 0.4]}, index=["ours", "wen"])
+    out = detection.beside_published(table, {"paper (representation std)": "ours", "Wen et al., first step": "wen"},
+                                     label="kit")
+    assert list(out.index) == list(detection.SD14_PUBLISHED)
+    assert out.loc["paper (representation std)", "AUROC published"] == 0.987
+    assert out.loc["paper (representation std)", "AUROC kit"] == 0.9
+    assert np.isnan(out.loc["Jeon et al. (sharpness)", "AUROC kit"])

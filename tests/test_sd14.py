@@ -83,3 +83,15 @@ def test_device_and_dtype_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="cuda"):
             sd14.choose_device("cuda")
+
+
+def test_banner_and_tags_say_stand_in_loudly(standin_dir):
+    standin = sd14.load_sd14(standin_dir, device="cpu")
+    real = sd14.LoadedPipeline(standin.pipe, "CompVis/stable-diffusion-v1-4@133a221b (cache)", False, "cuda",
+                               torch.float16, 9.0)
+    box = sd14.banner(standin)
+    assert "NOT meaningful" in box._repr_html_() and "NOT meaningful" in box._repr_markdown_()
+    assert "huggingface-cli download" in repr(box) and sd14.ENV_VAR in repr(box)
+    assert sd14.tag(standin) == sd14.STANDIN_TAG + " " and sd14.STANDIN_TAG in sd14.model_label(standin)
+    assert sd14.tag(real) == "" and "STAND-IN" not in sd14.banner(real)._repr_html_()
+    assert "float16" in repr(sd14.banner(real)) and "SD1.4" in sd14.model_label(real)
