@@ -3,6 +3,7 @@
     python -m replib.score --set memorized --limit 100 --out results/mem.csv            # SD1.4 (or --mode standin)
     python -m replib.score --prompts my_prompts.txt --detectors paper wen --out r.csv
     accelerate launch -m replib.score --set nonmemorized --out results/nmem.csv         # prompts sharded over GPUs
+    torchrun --standalone --nproc_per_node 2 -m replib.score --set memorized --out m.csv  # the same (CPUs: gloo)
 
 Each prompt i gets seed `--seed + i`, for its generation and for the detector's noise (the same image and score
 whichever process or batch it lands in), one generation through `pipelines.generate`, and a row per prompt: the
@@ -97,6 +98,9 @@ def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps:
     state = PartialState()
     done = set(read_results(out)["index"].astype(int))
     todo = [i for i in range(len(prompts)) if i not in done]
+    # Every process must split the same list: none may write a row before all have read what was done (else a late
+    # reader sees another's first rows, splits a shorter list, and a prompt falls between the shares).
+    state.wait_for_everyone()
     target = out if state.num_processes == 1 else out.with_name(f"{out.stem}.rank{state.process_index}{out.suffix}")
     with state.split_between_processes(todo) as mine:
         batches = [mine[k:k + batch_size] for k in range(0, len(mine), batch_size)]
@@ -112,7 +116,7 @@ def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from accelerate import PartialState
 
-    from .sd14 import load_or_standin
+    from .sd14 import choose_device, load_or_standin
 
     ap = argparse.ArgumentParser(prog="python -m replib.score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,10 +144,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
         prompts = load_prompt_set(args.set).prompts
     prompts = prompts[: args.limit] if args.limit else prompts
+    # Under `accelerate launch` / `torchrun` the processes join one group here: GPUs over NCCL, CPU processes over
+    # gloo (accelerate only forms a CPU group when asked with cpu=True).
+    state = PartialState(cpu=choose_device(args.device, args.dtype)[0] == "cpu")
     loaded = load_or_standin(args.mode, args.path, args.device, args.dtype)
-    if loaded.standin:
+    if loaded.standin and state.is_main_process:
         print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
-    loaded.pipe.to(PartialState().device)
+    loaded.pipe.to(state.device)
     results = run(prompts, args.out, loaded, args.detectors, args.steps, args.guidance, args.seed, args.batch_size,
                   args.layer, args.timestep)
     print(f"{len(results)} of {len(prompts)} prompts scored in {args.out}")

@@ -50,3 +50,26 @@ def test_cli_reads_a_prompt_file_and_skips_done_prompts(loaded, tmp_path, monkey
     (tmp_path / "e.txt").write_text("\n")
     with pytest.raises(ValueError, match="no prompts"):
         score.read_prompts(tmp_path / "e.txt")
+
+
+def test_two_processes_share_the_prompts_and_agree_with_one(loaded, tmp_path):
+    """The CLI under `torchrun` (what `accelerate launch --multi_gpu` starts): two CPU processes join a gloo group,
+    each scores its share into its own shard, and the merged rows equal a single-process run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "replib.score", "--prompts",
+           str(tmp_path / "p.txt"), "--out", str(tmp_path / "two.csv"), "--path", loaded.source, "--steps", "2",
+           "--batch-size", "1", "--device", "cpu"]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("two*.csv")) == ["two.rank0.csv", "two.rank1.csv"]
+    assert all(len(pd.read_csv(p)) < len(PROMPTS) for p in tmp_path.glob("two.rank*.csv")), "the prompts are shared"
+    both = score.read_results(tmp_path / "two.csv")
+    one = score.run(PROMPTS, tmp_path / "one.csv", loaded, steps=2, batch_size=1, progress=False)
+    cols = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean"]
+    pd.testing.assert_frame_equal(both[cols], one[cols], rtol=1e-4)
