@@ -4,6 +4,7 @@ import json
 import shutil
 import time
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -39,6 +40,9 @@ def test_offline_without_weights_fails_fast_with_instructions(tmp_path, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    # huggingface_hub reads the variable once, at import: point its constant at the empty folder too, so a machine
+    # that does have SD1.4 in its cache still tests the offline failure
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.delenv(sd14.ENV_VAR, raising=False)
     t0 = time.perf_counter()
     with pytest.raises(sd14.WeightsUnavailable, match="huggingface-cli download CompVis/stable-diffusion-v1-4"):
@@ -56,6 +60,7 @@ def test_not_a_pipeline_folder(tmp_path):
 def test_auto_mode_falls_back_to_the_standin(tmp_path, monkeypatch, standin_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv(sd14.ENV_VAR, raising=False)
     loaded = sd14.load_or_standin("auto", device="cpu", standin_dir=standin_dir)
     assert loaded.standin
