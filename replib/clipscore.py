@@ -5,7 +5,7 @@ how much the CLIP similarity of the generated images to the concept text rises a
 `load_clip_scorer` loads `openai/clip-vit-large-patch14` (whose text tower is SD1.4's text encoder; its image tower
 scores the images) with transformers' `CLIPModel`, its image processor and `CLIPTokenizer`, in the same order as
 `sd14.load_sd14`: a local folder (`path=` or $REPLIB_CLIP), else the Hugging Face cache with `local_files_only=True`,
-else a download only when the hub answers (`sd14.hub_reachable`). Otherwise it raises `ScorerUnavailable` within
+else a download only when the hub answers (`hub.load_local_first`). Otherwise it raises `ScorerUnavailable` within
 seconds, with the one command that fetches the model and the variable that points the kit at it;
 `try_load_clip_scorer` returns (None, that message) instead, so a notebook can say why it shows grids only.
 
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .hub import STANDIN_MARK
 from .params import ParameterError
 
 MODEL_ID = "openai/clip-vit-large-patch14"  # SD1.4's text encoder is this model's text tower
 ENV_VAR = "REPLIB_CLIP"  # a local folder with the model (config.json, weights, tokenizer and preprocessor files)
-STANDIN_MARK = "REPLIB_STANDIN.txt"  # written into a stand-in's folder, so loading it says so
 BATCH_SIZE = 16  # images per forward pass: bounds memory for ViT-L/14 on a CPU
 
 
@@ -132,10 +132,10 @@ class ClipScorer:
 def _from_pretrained(source: str, device: str, **kwargs) -> tuple[object, object, object]:
     from transformers import CLIPModel, CLIPTokenizer
 
-    from .sd14 import _quiet_loading
+    from .hub import quiet_loading
     from .text import check_tokenizer
 
-    with _quiet_loading():
+    with quiet_loading():
         model = CLIPModel.from_pretrained(source, **kwargs)
         processor = _image_processor_class().from_pretrained(source, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(source, **kwargs)
@@ -149,30 +149,16 @@ def load_clip_scorer(path: str | os.PathLike | None = None, model_id: str = MODE
     cache, else downloaded (when `allow_download` and the hub answers). Raises `ScorerUnavailable` otherwise, and
     RuntimeError when the loaded tokenizer is not CLIP's (`text.check_tokenizer`). `device`: 'cpu', 'cuda' or
     'auto'; the model runs in float32."""
-    from .sd14 import choose_device, hub_reachable
+    from .hub import load_local_first
+    from .sd14 import choose_device
 
     device, _ = choose_device(device, "float32")
-    path = path or os.environ.get(ENV_VAR) or None
-    if path is not None:
-        folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise ScorerUnavailable(f"{folder} is not a CLIP model folder (no config.json).\n" + how_to_get_clip())
-        model, processor, tokenizer = _from_pretrained(str(folder), device)
-        return ClipScorer(model, processor, tokenizer, str(folder), (folder / STANDIN_MARK).exists(), device)
-    try:  # the user's cache, no network
-        model, processor, tokenizer = _from_pretrained(model_id, device, local_files_only=True)
-        return ClipScorer(model, processor, tokenizer, f"{model_id} (cache)", False, device)
-    except (OSError, ValueError):
-        pass
-    if not (allow_download and hub_reachable()):
-        raise ScorerUnavailable(how_to_get_clip() if model_id == MODEL_ID else
-                                f"{model_id} is not in the Hugging Face cache and cannot be downloaded from here.\n"
-                                + how_to_get_clip())
-    try:
-        model, processor, tokenizer = _from_pretrained(model_id, device)
-    except OSError as err:
-        raise ScorerUnavailable(f"download of {model_id} failed: {err}\n" + how_to_get_clip()) from err
-    return ClipScorer(model, processor, tokenizer, model_id, False, device)
+    how_to = how_to_get_clip() if model_id == MODEL_ID else (
+        f"{model_id} is not in the Hugging Face cache and cannot be downloaded from here.\n" + how_to_get_clip())
+    (model, processor, tokenizer), source, standin = load_local_first(
+        lambda src, **kw: _from_pretrained(src, device, **kw), model_id, model_id, path, ENV_VAR, "config.json",
+        how_to, ScorerUnavailable, allow_download)
+    return ClipScorer(model, processor, tokenizer, source, standin, device)
 
 
 def try_load_clip_scorer(path: str | os.PathLike | None = None, model_id: str = MODEL_ID, device: str = "cpu",
@@ -201,7 +187,7 @@ def build_standin_clip(folder: str | os.PathLike, seed: int = 0, image_size: int
     centre crop. The same `seed` gives the same weights; the caller's torch RNG is left untouched."""
     from transformers import CLIPConfig, CLIPModel
 
-    from .sd14 import _quiet_loading
+    from .hub import quiet_loading
     from .text import KNOWN_IDS, MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
 
     folder = Path(folder)
@@ -218,7 +204,7 @@ def build_standin_clip(folder: str | os.PathLike, seed: int = 0, image_size: int
         model = CLIPModel(config).eval()
     processor = _image_processor_class()(size={"shortest_edge": image_size},
                                          crop_size={"height": image_size, "width": image_size})
-    with _quiet_loading():  # no 'Writing model shards' bar
+    with quiet_loading():  # no 'Writing model shards' bar
         model.save_pretrained(folder)
     processor.save_pretrained(folder)
     clip_tokenizer().save_pretrained(folder)

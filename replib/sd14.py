@@ -4,7 +4,7 @@
 `StableDiffusionPipeline.from_pretrained`, from a local folder or the user's Hugging Face cache, with a DDIM scheduler
 built from the pipeline's own config, no safety checker, fp16 on CUDA and fp32 on a CPU. It never waits on a network:
 the cache is tried with `local_files_only=True`, and a hub download is tried only when the hub answers a 3-second
-connection test. When the weights are out of reach it raises `WeightsUnavailable` within seconds, with the one
+connection test (`hub.load_local_first`, shared with `clipscore`). When the weights are out of reach it raises `WeightsUnavailable` within seconds, with the one
 command that fetches them and the variable that points the kit at a local copy. Measured here (offline): diffusers
 itself fails in 0.1 s, but `CLIPTokenizer.from_pretrained(hub id)` returns a 2-token tokenizer without an error, so
 the loaded tokenizer is checked (`text.check_tokenizer`).
@@ -18,23 +18,20 @@ say nothing about memorization: it exists so that the notebooks and the command 
 from __future__ import annotations
 
 import os
-import socket
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .hub import STANDIN_MARK, load_local_first, quiet_loading
 from .params import ParameterError, check_choice
 
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
-STANDIN_MARK = "REPLIB_STANDIN.txt"  # written into a stand-in's folder, so loading it says so
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16")
-HUB_HOST = ("huggingface.co", 443)
 SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
                   "steps_offset": 1}
@@ -76,40 +73,12 @@ def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torch
     return device, getattr(torch, dtype)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Can a TCP connection to the Hugging Face hub be opened within `timeout` seconds? False when HF_HUB_OFFLINE is
-    set. Used so that an offline machine fails at once instead of retrying for minutes."""
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return False
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def _quiet_loading():
-    """No 'Loading pipeline components' / 'Loading weights' bars (they fill a notebook's output); download bars, which
-    come from huggingface_hub, are left on."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.enable_progress_bar()
-        tlog.enable_progress_bar()
-
-
 def _from_pretrained(source: str, device: str, dtype: torch.dtype, **kwargs):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     from .text import check_tokenizer
 
-    with _quiet_loading():
+    with quiet_loading():
         pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False, **kwargs)
     check_tokenizer(pipe.tokenizer)
@@ -124,28 +93,10 @@ def load_sd14(path: str | os.PathLike | None = None, device: str = "auto", dtype
     `revision`, else downloaded (when `allow_download` and the hub answers). Raises `WeightsUnavailable` otherwise."""
     device, torch_dtype = choose_device(device, dtype)
     t0 = time.perf_counter()
-    path = path or os.environ.get(ENV_VAR) or None
-    if path is not None:
-        folder = Path(path).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise WeightsUnavailable(f"{folder} is not a diffusers pipeline folder (no model_index.json).\n"
-                                     + how_to_get_weights())
-        pipe = _from_pretrained(str(folder), device, torch_dtype)
-        standin = (folder / STANDIN_MARK).exists()
-        return LoadedPipeline(pipe, str(folder), standin, device, torch_dtype, time.perf_counter() - t0)
-    try:  # the user's cache, no network
-        pipe = _from_pretrained(MODEL_ID, device, torch_dtype, revision=revision, local_files_only=True)
-        return LoadedPipeline(pipe, f"{MODEL_ID}@{revision[:8]} (cache)", False, device, torch_dtype,
-                              time.perf_counter() - t0)
-    except (OSError, ValueError):
-        pass
-    if not (allow_download and hub_reachable()):
-        raise WeightsUnavailable(how_to_get_weights())
-    try:
-        pipe = _from_pretrained(MODEL_ID, device, torch_dtype, revision=revision)
-    except OSError as err:  # gated, no token, disk full, ...
-        raise WeightsUnavailable(f"download failed: {err}\n" + how_to_get_weights()) from err
-    return LoadedPipeline(pipe, f"{MODEL_ID}@{revision[:8]}", False, device, torch_dtype, time.perf_counter() - t0)
+    pipe, source, standin = load_local_first(
+        lambda src, **kw: _from_pretrained(src, device, torch_dtype, **kw), MODEL_ID, f"{MODEL_ID}@{revision[:8]}",
+        path, ENV_VAR, "model_index.json", how_to_get_weights(), WeightsUnavailable, allow_download, revision=revision)
+    return LoadedPipeline(pipe, source, standin, device, torch_dtype, time.perf_counter() - t0)
 
 
 def build_standin(folder: str | os.PathLike, seed: int = 0, sample_size: int = 16) -> Path:
