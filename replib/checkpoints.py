@@ -3,15 +3,24 @@
 Files are written atomically (temporary file + rename), so an interrupted run never leaves a half-written checkpoint;
 a file that cannot be read, or whose stored settings differ from the requested ones, is reported and recomputed,
 never silently used.
+
+Checkpoints cannot run code: they are read with `torch.load(..., weights_only=True)`, which rebuilds tensors, lists,
+dicts, numbers and strings and refuses anything else (a pickle can otherwise import and call any function, so a
+folder of checkpoints handed to students would be arbitrary code). Callers therefore store plain data and rebuild
+richer objects themselves (e.g. `training.TrainLog.from_dict`); `save_atomic` refuses to write anything else.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
+import pickletools
+import re
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,30 +52,81 @@ def checkpoint_path(name: str, settings: dict[str, Any]) -> Path:
     return cache_dir() / f"{name}-{settings_key(settings)}.pt"
 
 
+def plain_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as plain JSON data (tuples as lists, other values by their repr), which is what a checkpoint
+    stores: a safe load can read it back, and it compares equal under the settings check of `load_checked`."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=repr))
+
+
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path` (atomic on POSIX)."""
+    """torch.save to a temporary file in the same folder, then rename over `path` (atomic on POSIX).
+
+    The temporary file is read back with a safe load first (memory-mapped, so tensors are not copied): an object that
+    `load_checked` would refuse raises a TypeError here, instead of being recomputed on every later run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        try:
+            torch.load(tmp, weights_only=True, mmap=True)
+        except Exception as err:
+            raise TypeError(f"{path.name} would not load safely ({_short(err)}): store only tensors, lists, dicts, "
+                            "numbers and strings in a checkpoint, and rebuild richer objects after loading") from err
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _short(err: Exception) -> str:
+    """One line of an error: torch's safe-load errors are a page of advice around the line that says what failed."""
+    text = str(err).split("WeightsUnpickler error:")[-1]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(err).__name__}: {line[:300]}"
+
+
+def _asks_to_import(path: Path) -> bool:
+    """Whether the pickle in `path` (a torch zip's data.pkl, else the file itself) names a function or class to import,
+    read off its opcodes with pickletools, which runs nothing."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST") for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a pickle: garbage, not code
+        return False
+
+
+def _refusal(path: Path, err: Exception) -> str | None:
+    """The warning for a file that the safe load refused because its pickle asks to import and call something (a
+    function or class: code that `weights_only=True` will not run); None for any other failure."""
+    if not isinstance(err, pickle.UnpicklingError) or not _asks_to_import(path):
+        return None
+    found = re.search(r"GLOBAL (\S+)", str(err))  # torch names the first global it refused
+    what = f" ({found.group(1)})" if found else ""
+    return (f"checkpoint {path} was refused: it contains code or Python objects{what} that a safe load "
+            "(torch.load with weights_only=True) will not run, so nothing in it was executed; recomputing it and "
+            "overwriting the file. (A checkpoint written by an older replib, which stored numpy arrays or "
+            "dataclasses, is refused the same way.)")
+
+
 def load_checked(path: Path, settings: dict[str, Any]) -> Any | None:
     """The stored result if `path` holds a readable checkpoint made with exactly `settings`, else None (with a
-    warning that says why when a file was there)."""
+    warning that says why when a file was there). Only plain data is loaded (`weights_only=True`): a file that asks
+    to run code is refused, never executed."""
     if not path.exists():
         return None
     try:
-        blob = torch.load(path, weights_only=False)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it did not write: ours below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            blob = torch.load(path, weights_only=True)
         stored = blob["settings"]
         result = blob["result"]
-    except Exception as err:  # corrupt or foreign file
-        warnings.warn(f"checkpoint {path.name} is unreadable ({type(err).__name__}: {err}); recomputing it")
+    except Exception as err:  # refused by the safe load, corrupt, or foreign
+        warnings.warn(_refusal(path, err) or f"checkpoint {path.name} is unreadable ({_short(err)}); recomputing it")
         return None
     if json.dumps(stored, sort_keys=True, default=repr) != json.dumps(settings, sort_keys=True, default=repr):
         warnings.warn(f"checkpoint {path.name} was made with other settings; recomputing it")
@@ -83,7 +143,7 @@ def load_or_compute(name: str, settings: dict[str, Any], compute: Callable[[], A
             print(f"loaded checkpoint {path.name}")
         return result
     result = compute()
-    save_atomic({"settings": settings, "result": result}, path)
+    save_atomic({"settings": plain_settings(settings), "result": result}, path)
     if verbose:
         print(f"trained and saved checkpoint {path.name}")
     return result
@@ -96,7 +156,8 @@ def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Modul
 
     A finished checkpoint is loaded without training. Otherwise a partial checkpoint (model, optimizer, generator
     state, step) is written atomically every `save_every` steps and picked up by the next call, so an interrupted
-    run resumes; an unreadable or mismatched file is reported and ignored (see `checkpoints.load_checked`)."""
+    run resumes; an unreadable, mismatched or unsafe file is reported and ignored (see `checkpoints.load_checked`).
+    Everything stored is plain data (state dicts, the generator state as a uint8 tensor, floats, ints)."""
     from .widgets import progress
 
     model, opt = make()
@@ -109,7 +170,7 @@ def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Modul
         print(f"loaded checkpoint {final.name} (trained in {model.train_seconds:.0f} s)")
         return model
     g = torch.Generator().manual_seed(seed)
-    start, losses, seconds = 0, [], 0.0
+    start, losses, seconds, plain = 0, [], 0.0, plain_settings(settings)
     state = load_checked(partial, settings)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -127,13 +188,13 @@ def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Modul
         opt.step()
         losses.append(float(loss.detach()))
         if i % save_every == 0 and i < steps:
-            save_atomic({"settings": settings, "result": {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                          "generator": g.get_state(), "step": i, "losses": losses,
-                                                          "seconds": time.perf_counter() - t0}},
+            save_atomic({"settings": plain, "result": {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                       "generator": g.get_state(), "step": i, "losses": losses,
+                                                       "seconds": time.perf_counter() - t0}},
                         partial)
     model.losses, model.train_seconds = losses, time.perf_counter() - t0
-    save_atomic({"settings": settings, "result": {"model": model.state_dict(), "losses": losses,
-                                                  "seconds": model.train_seconds}}, final)
+    save_atomic({"settings": plain, "result": {"model": model.state_dict(), "losses": losses,
+                                               "seconds": model.train_seconds}}, final)
     partial.unlink(missing_ok=True)
     print(f"trained and saved checkpoint {final.name} ({model.train_seconds:.0f} s)")
     return model

@@ -64,6 +64,16 @@ class TrainLog:
     def final_loss(self) -> np.ndarray:
         return self.loss[-1]
 
+    def as_dict(self) -> dict:
+        """The log as plain data (a list of ints and one float tensor), which a checkpoint can store and a safe load
+        (`torch.load(weights_only=True)`) can read back; `from_dict` rebuilds it exactly."""
+        loss = torch.from_numpy(np.stack(self.loss)) if self.loss else torch.zeros(0)
+        return {"steps": [int(s) for s in self.steps], "loss": loss}
+
+    @classmethod
+    def from_dict(cls, blob: dict) -> "TrainLog":
+        return cls(list(blob["steps"]), [row.copy() for row in blob["loss"].numpy()])
+
 
 def lr_factor(schedule: str, step: int, steps: int) -> float:
     """Learning-rate multiplier at `step`. The cosine tail lets RMSprop's jitter settle so the weights can be read off;
@@ -133,7 +143,7 @@ def train_dae(model: ReLUDAE, data: torch.Tensor | list[torch.Tensor], cfg: DAET
         if step % log_every == 0 or step == cfg.steps:
             log.steps.append(step)
             log.loss.append(loss.detach().numpy().copy())
-            bar.set_postfix(loss=float(loss.detach().mean()))
+            bar.set_postfix(loss=float(loss.detach().mean()), refresh=False)  # printed at the bar's own pace
     return log
 
 
@@ -155,9 +165,9 @@ def train_dae_cached(name: str, data: torch.Tensor | list[torch.Tensor], cfg: DA
     def compute():
         model = ReLUDAE(dim, width, tied, len(sets), init_scale, init_seed)
         log = train_dae(model, sets, cfg, progress=progress, desc=name)
-        return {"state": model.state_dict(), "log": log}
+        return {"state": model.state_dict(), "log": log.as_dict()}  # plain data: checkpoints load safely
 
     blob = load_or_compute(name, settings, compute)
     model = ReLUDAE(dim, width, tied, len(sets), init_scale, init_seed)
     model.load_state_dict(blob["state"])
-    return model, blob["log"]
+    return model, TrainLog.from_dict(blob["log"])

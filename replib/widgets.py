@@ -39,7 +39,11 @@ def explore(plot: Callable[..., Any], **controls: tuple[list[Any], Any]) -> Any:
 
 def progress(iterable, **kwargs):
     """A tqdm progress bar: the notebook widget with a live front-end, plain text otherwise (papermill, nbval, the
-    book), where a widget would be stored as a frozen snapshot."""
+    book), where a widget would be stored as a frozen snapshot.
+
+    Plain text prints at most one line a minute (and the last one), so a log file or CI keeps a few lines per
+    training. Callers update the bar with `set_postfix(..., refresh=False)`: the default `refresh=True` prints on
+    every call and would bypass that interval."""
     if interactive_frontend():
         from tqdm.auto import tqdm
     else:
