@@ -9,6 +9,11 @@ The files are not shipped with the kit: they are downloaded once from their publ
 every load checks their sha256, so a result can only ever be computed from exactly the published prompts. For offline
 use, point the environment variable REPLIB_PROMPTS_DIR (or the `local_dir=` argument) at a folder holding copies;
 then nothing is downloaded. Every failure raises :class:`PromptSetError` with a message that says what to do.
+
+`load_or_examples` is what the SD1.4 notebooks call: the published set, or, only for the stand-in model (whose scores
+mean nothing anyway), the kit's own example prompts (`replib.example_prompts`) when the published set cannot be
+loaded, labelled `example=True` so that banners and tables can say so. With the real model it raises like
+`load_prompt_set`.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from typing import Any
 import numpy as np
 
 ENV_VAR = "REPLIB_PROMPTS_DIR"
+DOWNLOAD_TIMEOUT = 20.0  # seconds a download may take
+STANDIN_TIMEOUT = 5.0  # seconds the stand-in waits for a download before it takes the example prompts
 
 # Where each file is downloaded from: one line to change if a repository moves or renames its branch.
 URLS: dict[str, str] = {
@@ -45,7 +52,8 @@ class PromptSource:
     """Where a prompt set comes from and how to check and read it.
 
     `filename` is the name in the public repository (and in the cache); `alt_names` are other names accepted in a
-    local folder; `kind` is "jsonl" (one JSON object per line, prompt in "caption") or "lines" (one prompt a line).
+    local folder; `kind` is "jsonl" (one JSON object per line, prompt in "caption") or "lines" (one prompt a line);
+    `size` is the number of prompts in the published file (so a row index can be checked before it is loaded).
     """
 
     name: str
@@ -54,6 +62,7 @@ class PromptSource:
     sha256: str
     alt_names: tuple[str, ...] = ()
     kind: str = "lines"
+    size: int = 500
 
 
 PROMPT_SETS: dict[str, PromptSource] = {
@@ -80,21 +89,30 @@ class PromptSet:
     """The prompts of one set, in file order, with the checked file they came from.
 
     `records` keeps the full JSON objects (caption, index, url) of a "jsonl" set, aligned with `prompts`; None for
-    a plain-text set.
+    a plain-text set. `example` is True for the kit's example prompts standing in for a published set (named
+    "<set>-examples", with no file and no checksum); `note` then says why the published set was not used.
     """
 
     name: str
     prompts: list[str]
-    path: Path
-    sha256: str
+    path: Path | None
+    sha256: str | None
     records: list[dict[str, Any]] | None = None
+    example: bool = False
+    note: str = ""
 
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def describe(self) -> str:
+        """One line for a table: the file and its checksum, or that these are the kit's example prompts."""
+        if self.example:
+            return f"{len(self)} kit-written examples, NOT the published set"
+        return f"{len(self)} prompts, sha256 {self.sha256[:12]}..."
+
 
 def load_prompt_set(name: str, local_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                    timeout: float = 20.0) -> PromptSet:
+                    timeout: float = DOWNLOAD_TIMEOUT) -> PromptSet:
     """Load the prompt set `name` ("memorized" or "nonmemorized"), its sha256 checked.
 
     Files are read only from `local_dir` (else $REPLIB_PROMPTS_DIR) when one is given, so offline runs never touch
@@ -117,6 +135,33 @@ def load_prompt_set(name: str, local_dir: str | os.PathLike | None = None, cache
         raise PromptSetError(f"prompt set {source.name!r}: {path} holds no prompts (only blank lines); "
                              f"replace it with the published file ({source.url})")
     return PromptSet(source.name, prompts, path, source.sha256, records)
+
+
+def load_or_examples(name: str, standin: bool, local_dir: str | os.PathLike | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> PromptSet:
+    """The published set `name` (as `load_prompt_set` finds it); with the stand-in model only, the kit's example
+    prompts when the published set cannot be downloaded and no folder holds it, so that stand-in mode needs neither.
+
+    The real model never falls back: its numbers are only worth anything on the published, checksummed prompts, so
+    there the `PromptSetError` saying where to get them is raised. Neither does a folder that was asked for
+    (`local_dir` or $REPLIB_PROMPTS_DIR) but holds no valid copy: that is a mistake to report, not to paper over.
+    The stand-in gives a download `STANDIN_TIMEOUT` seconds.
+    """
+    try:
+        return load_prompt_set(name, local_dir, cache_dir, timeout=STANDIN_TIMEOUT if standin else DOWNLOAD_TIMEOUT)
+    except PromptSetError as err:
+        if not standin or local_dir is not None or os.environ.get(ENV_VAR) or name not in PROMPT_SETS:
+            raise
+        return example_set(name, note=str(err))
+
+
+def example_set(name: str, note: str = "") -> PromptSet:
+    """The kit's example prompts that take the place of the published set `name` (see `replib.example_prompts`);
+    `note` says why they are used."""
+    from .example_prompts import EXAMPLES
+
+    source = _source(name)
+    return PromptSet(f"{source.name}-examples", list(EXAMPLES[source.name]), None, None, example=True, note=note)
 
 
 def read_prompt_file(path: str | os.PathLike) -> list[str]:

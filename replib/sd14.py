@@ -26,6 +26,7 @@ import torch
 
 from .hub import STANDIN_MARK, load_local_first, quiet_loading
 from .params import ParameterError, check_choice
+from .prompts import ENV_VAR as PROMPTS_ENV_VAR
 
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
@@ -171,20 +172,30 @@ def model_label(loaded: LoadedPipeline) -> str:
 @dataclass
 class Banner:
     """The box at the top of the SD1.4 notebooks: which model is loaded, and in stand-in mode that nothing computed
-    with it is evidence. Renders as HTML in Jupyter and the book, as Markdown or plain text elsewhere."""
+    with it is evidence; `example_prompts` adds that the prompts are the kit's examples, not the published sets.
+    Renders as HTML in Jupyter and the book, as Markdown or plain text elsewhere."""
 
     loaded: LoadedPipeline
+    example_prompts: bool = False
 
     def _lines(self) -> tuple[str, str]:
         l = self.loaded
         where = f"{l.device}, {str(l.dtype).replace('torch.', '')}, loaded in {l.seconds:.1f} s"
         if l.standin:
-            return ("STAND-IN MODE: scores and images below are NOT meaningful",
-                    f"The real Stable Diffusion v1.4 weights are not loaded, so this notebook runs on small random "
+            head = "STAND-IN MODE: scores and images below are NOT meaningful"
+            body = (f"The real Stable Diffusion v1.4 weights are not loaded, so this notebook runs on small random "
                     f"components with SD1.4's architecture shape ({l.source}; {where}). Every step runs exactly as it "
                     f"would on SD1.4, and every number is tagged {STANDIN_TAG}. To run the real experiment: "
                     f"{how_to_get_weights().splitlines()[1].strip()} then export {ENV_VAR}=... and set MODE = 'real'.")
-        return ("Stable Diffusion v1.4", f"Loaded {l.source} ({where}).")
+        else:
+            head, body = "Stable Diffusion v1.4", f"Loaded {l.source} ({where})."
+        if self.example_prompts:
+            head = head.replace("STAND-IN MODE", "STAND-IN MODE ON EXAMPLE PROMPTS")
+            body += (f" The prompts are not the published sets either: those could not be loaded here (no "
+                     f"${PROMPTS_ENV_VAR} and no download), so the kit's own example prompts stand in for them "
+                     f"(replib.example_prompts, written for the kit; nothing about memorization follows from them). "
+                     f"For the published sets: export {PROMPTS_ENV_VAR}=/folder/with/the/files, or run online once.")
+        return head, body
 
     def _repr_html_(self) -> str:
         import html
@@ -203,5 +214,6 @@ class Banner:
         return f"{head}\n{body}"
 
 
-def banner(loaded: LoadedPipeline) -> Banner:
-    return Banner(loaded)
+def banner(loaded: LoadedPipeline, *prompt_sets) -> Banner:
+    """The banner for `loaded`; pass the notebook's `prompts.PromptSet`s so it says when they are the kit's examples."""
+    return Banner(loaded, example_prompts=any(getattr(s, "example", False) for s in prompt_sets))

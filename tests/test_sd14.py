@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from replib import detection, pipelines, sd14
+from replib import detection, pipelines, prompts, sd14
 from replib.params import ParameterError
 
 
@@ -100,3 +100,13 @@ def test_banner_and_tags_say_stand_in_loudly(standin_dir):
     assert sd14.tag(standin) == sd14.STANDIN_TAG + " " and sd14.STANDIN_TAG in sd14.model_label(standin)
     assert sd14.tag(real) == "" and "STAND-IN" not in sd14.banner(real)._repr_html_()
     assert "float16" in repr(sd14.banner(real)) and "SD1.4" in sd14.model_label(real)
+
+
+def test_banner_says_when_the_prompts_are_the_kits_examples(standin_dir):
+    standin = sd14.load_sd14(standin_dir, device="cpu")
+    published = prompts.PromptSet("memorized", ["a"], None, "0" * 64)
+    plain, examples = sd14.banner(standin, published), sd14.banner(standin, published, prompts.example_set("memorized"))
+    assert not plain.example_prompts and "example prompts" not in repr(plain)
+    assert examples.example_prompts and "EXAMPLE PROMPTS" in repr(examples).splitlines()[0]
+    for text in (repr(examples), examples._repr_html_(), examples._repr_markdown_()):
+        assert "example prompts" in text and "not the published sets" in text and prompts.ENV_VAR in text
