@@ -1,23 +1,42 @@
-"""Assemble and build the jupyter-book (1.x) over the executed notebooks, offline and warning-free (-W).
+"""Assemble and build the jupyter-book (1.x) over the executed notebooks, offline and warning-free (-W), then check it.
 
     python -m replib.book --notebooks build/notebooks --out build/book
 The sources (book/_config.yml, book/intro.md) are copied next to the executed notebooks; the table of contents lists
-the notebooks in their numbered order. The HTML lands in OUT/_build/html.
+the notebooks in their numbered order and, last, an execution-statistics page written from `timings.json` (wall time,
+machine, date and versions of each notebook's last run, as in the QuantEcon lectures). The HTML lands in
+OUT/_build/html, and the build fails unless every notebook has its page with all its figures, no page shows a
+traceback, and no page needs a script from the network (MathJax is shipped with the book by `sphinx-mathjax-offline`).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
+STATS_PAGE = "execution_statistics"
 
 
-def assemble(notebooks: Path, out: Path) -> list[str]:
+def expected_notebooks() -> list[str]:
+    """The file names of the kit's notebooks (notebooks/NN_*.ipynb): each must be executed before the book is built."""
+    return sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def assemble(notebooks: Path, out: Path, expected: list[str] | None = None) -> list[str]:
+    """Copy the book sources and the executed notebooks into `out`, write the statistics page and the toc.
+
+    `expected` names the notebooks that must be there (default: all of notebooks/; the tests pass their own).
+    """
     executed = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
-    expected = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    expected = expected_notebooks() if expected is None else expected
     missing = sorted(set(expected) - {p.name for p in executed})
     if missing:
         raise SystemExit(f"executed notebooks missing in {notebooks}: {missing}; run `make notebooks` first")
@@ -28,18 +47,150 @@ def assemble(notebooks: Path, out: Path) -> list[str]:
         shutil.copy(ROOT / "book" / name, out / name)
     for nb in executed:
         shutil.copy(nb, out / nb.name)
-    chapters = "\n".join(f"  - file: {nb.stem}" for nb in executed)
+    log = notebooks / "timings.json"
+    timings = json.loads(log.read_text()) if log.exists() else {}
+    (out / f"{STATS_PAGE}.md").write_text(statistics_page(timings, [nb.stem for nb in executed]))
+    chapters = "\n".join(f"  - file: {name}" for name in [nb.stem for nb in executed] + [STATS_PAGE])
     (out / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{chapters}\n")
     return [nb.stem for nb in executed]
 
 
-def build(notebooks: Path, out: Path) -> Path:
-    assemble(notebooks, out)
+# ---- the execution-statistics page -------------------------------------------------------------------------------
+
+def wall_time(seconds: float) -> str:
+    """42.1 s, 3 min 05 s, 1 h 02 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _run_kind(entry: dict[str, Any]) -> str:
+    """What produced the page: a full run, a full run with -p overrides, or only a smoke run."""
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(entry.get("overrides", {}).items())).replace("|", "\\|")
+    kind = "full" if entry.get("profile") == "full" else f"**{entry.get('profile', '?')} run only** (no full run)"
+    return f"{kind}, with {overrides}" if overrides else kind
+
+
+def statistics_page(timings: dict[str, dict[str, Any]], names: list[str]) -> str:
+    """A MyST page: one row per notebook (wall time of its last run, run kind, date, machine), then one column per
+    distinct machine and package versions, since notebooks may have run at different times on different machines."""
+    setups: list[dict[str, Any]] = []  # distinct {machine, versions}, in order of first use; labelled A, B, ...
+    rows = []
+    for name in names:
+        entry = timings.get(name)
+        if entry is None:
+            rows.append(f"| [{name}]({name}.ipynb) | no timing recorded | — | — | — | — |")
+            continue
+        label = "—"
+        if "machine" in entry:
+            setup = {"machine": entry["machine"], "versions": entry.get("versions", {})}
+            if setup not in setups:
+                setups.append(setup)
+            label = chr(ord("A") + setups.index(setup))
+        finished = entry.get("finished", "not recorded").replace("T", " ")
+        rows.append(f"| [{name}]({name}.ipynb) | {wall_time(entry['seconds'])} | {_run_kind(entry)} | "
+                    f"{entry.get('torch_threads', '—')} | {finished} | {label} |")
+    lines = [
+        "# Execution statistics", "",
+        "The wall time of the run that produced each page of this book, as `replib.execute` recorded it in "
+        "`timings.json` (papermill, one notebook at a time, checkpoint cache included: a notebook that loaded its "
+        "trained models instead of training them is faster). The pages are meant to come from the **full** profile; "
+        "a smoke run (the small values CI runs) says nothing about how long a full run takes.", "",
+        "| Notebook | Wall time | Run | Torch threads | Finished | Machine |",
+        "|---|---|---|---|---|---|", *rows, "",
+        f"Book built {datetime.datetime.now().astimezone().isoformat(timespec='seconds').replace('T', ' ')}.", "",
+        "## Machines and versions", "",
+    ]
+    if not setups:
+        lines.append("No machine or versions were recorded (timings written by an older `replib.execute`).")
+        return "\n".join(lines) + "\n"
+    machines = [s["machine"] for s in setups]
+    versions = [s["versions"] for s in setups]
+    labels = [chr(ord("A") + i) for i in range(len(setups))]
+    lines += ["| | " + " | ".join(labels) + " |", "|---" * (len(setups) + 1) + "|"]
+    for key, title in (("cpu", "CPU"), ("logical_cpus", "logical CPUs"), ("gpu", "GPU"), ("platform", "platform")):
+        lines.append(f"| {title} | " + " | ".join(str(m.get(key, "—")) for m in machines) + " |")
+    packages = list(dict.fromkeys(k for v in versions for k in v))
+    for package in packages:
+        lines.append(f"| {package} | " + " | ".join(v.get(package, "—") for v in versions) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- checks on the built HTML ------------------------------------------------------------------------------------
+
+# what myst-nb shows for an output in HTML, highest priority first (myst_nb.core.render.base_render_priority)
+_HTML_PRIORITY = ("application/vnd.jupyter.widget-view+json", "application/javascript", "text/html", "image/svg+xml",
+                  "image/png", "image/gif", "image/jpeg", "text/markdown", "text/latex", "text/plain")
+_SCRIPT_SRC = re.compile(r"""<script\b[^>]*?(?<![\w-])src\s*=\s*["']([^"']+)["']""", re.I)
+_IMG_SRC = re.compile(r"""<img\b[^>]*?(?<![\w-])src\s*=\s*["']([^"']+)["']""", re.I)
+_REMOTE = re.compile(r"^(https?:)?//", re.I)
+
+
+def image_outputs(nb: nbformat.NotebookNode) -> int:
+    """How many figures the page of this executed notebook must show: outputs that myst-nb renders as an image."""
+    count = 0
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type != "code" or "remove-output" in tags or "remove-cell" in tags:
+            continue
+        for output in cell.get("outputs", []):
+            shown = next((m for m in _HTML_PRIORITY if m in output.get("data", {})), "")
+            count += shown.startswith("image/")
+    return count
+
+
+def _local(page: Path, src: str) -> Path:
+    """The file a relative link of `page` points to (without ?query or #anchor)."""
+    return page.parent / src.split("?")[0].split("#")[0]
+
+
+def check_html(html: Path, notebooks: list[Path]) -> list[str]:
+    """What is wrong with the built book, one message per problem naming the page; empty when all is well."""
+    problems = []
+    for nb in notebooks:
+        page = html / f"{nb.stem}.html"
+        if not page.exists():
+            problems.append(f"{nb.name}: no page {page.name} in the book")
+            continue
+        text = page.read_text(errors="replace")
+        images = _IMG_SRC.findall(text)
+        want = image_outputs(nbformat.read(nb, as_version=4))
+        if len(images) < want:
+            problems.append(f"{page.name}: {len(images)} images, but the executed notebook has {want} figure outputs")
+        for src in images:
+            if not src.startswith("data:") and not _REMOTE.match(src) and not _local(page, src).exists():
+                problems.append(f"{page.name}: shows {src}, which is not in the built book")
+    if not (html / f"{STATS_PAGE}.html").exists():
+        problems.append(f"no page {STATS_PAGE}.html in the book")
+    for page in sorted(p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts):
+        text, name = page.read_text(errors="replace"), page.relative_to(html)
+        if "Traceback (most recent call last)" in text or 'class="output traceback' in text:
+            problems.append(f"{name}: shows a Python traceback (an error output or a traceback printed by a cell)")
+        for src in _SCRIPT_SRC.findall(text):
+            if _REMOTE.match(src):
+                problems.append(f"{name}: loads a remote script {src} (the book must read offline)")
+            elif not _local(page, src).exists():
+                problems.append(f"{name}: loads {src}, which is not in the built book")
+        if 'class="math' in text and not any("mathjax" in s.lower() and not _REMOTE.match(s)
+                                            for s in _SCRIPT_SRC.findall(text)):
+            problems.append(f"{name}: has equations but loads no local MathJax")
+    return problems
+
+
+def build(notebooks: Path, out: Path, expected: list[str] | None = None) -> Path:
+    """Assemble, build the HTML (warnings are errors) and check it; exit with the list of problems if any."""
+    names = assemble(notebooks, out, expected)
     jb = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([str(jb), "build", str(out), "--builder", "html", "-W", "-n", "--keep-going"], check=True)
-    html = out / "_build" / "html" / "index.html"
-    print(f"book: {html}")
-    return html
+    html = out / "_build" / "html"
+    problems = check_html(html, [out / f"{name}.ipynb" for name in names])
+    if problems:
+        raise SystemExit("the built book has problems:\n  " + "\n  ".join(problems))
+    print(f"book: {html / 'index.html'}")
+    return html / "index.html"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime
 import json
+import os
+import platform
 import re
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 PROFILES = ("full", "smoke")
 _LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.+?)\s*#\s*smoke:\s*(?P<smoke>.+?)\s*$")
+# the packages whose versions the book's execution-statistics page reports
+VERSIONED = ("torch", "diffusers", "transformers", "papermill", "nbval")
 
 
 def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -46,6 +52,69 @@ def smoke_parameters(path: Path) -> dict[str, Any]:
     return out
 
 
+def default_parameters(path: Path) -> dict[str, Any]:
+    """The full-profile values of the notebook's parameters cell (plain assignments of literals)."""
+    out = {}
+    for node in ast.parse(parameters_cell(nbformat.read(path, as_version=4)).source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _gpu() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # no torch, or a broken driver: report no GPU rather than fail the run
+        pass
+    return "none"
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software a run happens on, recorded beside its timings for the book's statistics page."""
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "gpu": _gpu(),
+                        "platform": platform.platform(terse=True)},
+            "versions": {"python": platform.python_version(), **{name: version(name) for name in VERSIONED}}}
+
+
+def torch_threads(params: dict[str, Any]) -> int:
+    """The torch threads a notebook runs with: REPLIB_THREADS, else its THREADS parameter, else 1 (session.setup)."""
+    return int(os.environ.get("REPLIB_THREADS") or params.get("THREADS") or 1)
+
+
+def record_timings(out: Path, runs: dict[str, dict[str, Any]]) -> None:
+    """Merge this run's entries into OUT/timings.json; notebooks not run now keep their earlier entries.
+
+    One entry per notebook: seconds, profile, overrides (the -p values), finished (local ISO time), torch_threads,
+    machine and versions. Entries written before machine and versions were recorded have only seconds and profile.
+    """
+    log = out / "timings.json"
+    old = json.loads(log.read_text()) if log.exists() else {}
+    old.update(runs)
+    log.write_text(json.dumps(old, indent=1, default=str))
+
+
 def find_notebooks(selection: list[str] | None = None) -> list[Path]:
     """notebooks/NN_*.ipynb in order, or those whose name starts with one of `selection` (e.g. "01")."""
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -59,12 +128,16 @@ def find_notebooks(selection: list[str] | None = None) -> list[Path]:
 
 def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selection: list[str] | None = None,
         overrides: dict[str, Any] | None = None, prepare_only: bool = False) -> dict[str, float]:
-    """Execute (or only parametrise) the selected notebooks into `out`; return wall seconds per notebook."""
+    """Execute (or only parametrise) the selected notebooks into `out`; return wall seconds per notebook.
+
+    Each executed notebook is recorded in OUT/timings.json (`record_timings`), which the book's statistics page reads.
+    """
     import papermill as pm
 
     if profile not in PROFILES:
         raise SystemExit(f"--profile {profile!r} is not allowed: choose one of {PROFILES}")
     out.mkdir(parents=True, exist_ok=True)
+    env = None if prepare_only else environment()
     times = {}
     for src in find_notebooks(selection):
         params = smoke_parameters(src) if profile == "smoke" else {}
@@ -75,11 +148,11 @@ def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selecti
         times[src.stem] = round(time.perf_counter() - start, 1)
         if not prepare_only:
             print(f"{src.name}: {times[src.stem]} s ({profile})", flush=True)
-    if not prepare_only:
-        log = out / "timings.json"
-        old = json.loads(log.read_text()) if log.exists() else {}
-        old.update({k: {"seconds": v, "profile": profile} for k, v in times.items()})
-        log.write_text(json.dumps(old, indent=1))
+            # written after each notebook, so a run stopped later still keeps the times it measured
+            record_timings(out, {src.stem: {
+                "seconds": times[src.stem], "profile": profile, "overrides": dict(overrides or {}),
+                "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "torch_threads": torch_threads({**default_parameters(src), **params}), **env}})
     return times
 
 

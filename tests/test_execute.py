@@ -1,4 +1,5 @@
 import ast
+import json
 
 import nbformat
 import pytest
@@ -40,6 +41,30 @@ def test_smoke_parameters_needs_a_parameters_cell(tmp_path):
     nbformat.write(nb, str(tmp_path / "nb.ipynb"))
     with pytest.raises(ValueError, match="parameters"):
         execute.smoke_parameters(tmp_path / "nb.ipynb")
+
+
+def test_default_parameters_and_torch_threads(tmp_path, monkeypatch):
+    path = _notebook(tmp_path / "nb.ipynb", "STEPS = 30_000  # smoke: 10\nTHREADS = 2  # smoke: 1\nNAME = 'x'")
+    defaults = execute.default_parameters(path)
+    assert defaults == {"STEPS": 30_000, "THREADS": 2, "NAME": "x"}
+    monkeypatch.delenv("REPLIB_THREADS", raising=False)
+    assert execute.torch_threads(defaults) == 2 and execute.torch_threads({}) == 1
+    monkeypatch.setenv("REPLIB_THREADS", "4")
+    assert execute.torch_threads(defaults) == 4
+
+
+def test_record_timings_merges_and_keeps_old_entries(tmp_path):
+    (tmp_path / "timings.json").write_text(json.dumps({"01_a": {"seconds": 3.0, "profile": "full"},
+                                                       "02_b": {"seconds": 9.0, "profile": "full"}}))
+    env = execute.environment()
+    assert set(env) == {"machine", "versions"} and env["machine"]["cpu"] and env["machine"]["logical_cpus"] >= 1
+    assert isinstance(env["machine"]["gpu"], str)  # a GPU's name, or "none"
+    assert list(env["versions"]) == ["python", *execute.VERSIONED]
+    assert env["versions"]["torch"].startswith("2.13.0") and env["versions"]["papermill"] != "not installed"
+    execute.record_timings(tmp_path, {"02_b": {"seconds": 1.5, "profile": "smoke", **env}})
+    log = json.loads((tmp_path / "timings.json").read_text())
+    assert log["01_a"] == {"seconds": 3.0, "profile": "full"}
+    assert log["02_b"]["profile"] == "smoke" and log["02_b"]["versions"] == env["versions"]
 
 
 def test_find_notebooks():

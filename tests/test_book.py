@@ -1,0 +1,134 @@
+"""The book builder on a tiny book of fabricated executed notebooks: the statistics page, offline MathJax, and the
+checks that fail the build (a traceback on a page, a missing figure)."""
+import base64
+import io
+import json
+import re
+from html import unescape
+
+import nbformat
+import pytest
+from PIL import Image
+
+from replib import book, execute
+
+
+
+def _png() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+PNG = _png()
+
+
+def _executed(path, title, error=False):
+    """An executed notebook as papermill leaves one: title, an equation, a code cell with a figure output."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\nThe loss is\n$$x^2$$"))
+    figure = nbformat.v4.new_code_cell("plot()", execution_count=1)
+    figure.outputs = [nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]
+    nb.cells.append(figure)
+    if error:
+        cell = nbformat.v4.new_code_cell("1 / 0", execution_count=2)
+        cell.outputs = [nbformat.v4.new_output(
+            "error", ename="ZeroDivisionError", evalue="division by zero",
+            traceback=["\x1b[0;31m---------\x1b[0m", "\x1b[0;31mZeroDivisionError\x1b[0m  Traceback (most recent call "
+                       "last)", "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"])]
+        nb.cells.append(cell)
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One real jupyter-book build of two notebooks: 01 timed by a full run, 02 only by a smoke run."""
+    tmp = tmp_path_factory.mktemp("book")
+    src = tmp / "notebooks"
+    src.mkdir()
+    _executed(src / "01_alpha.ipynb", "01 · Alpha")
+    _executed(src / "02_beta.ipynb", "02 · Beta")
+    env = execute.environment()
+    (src / "timings.json").write_text(json.dumps({
+        "01_alpha": {"seconds": 754.2, "profile": "full", "overrides": {}, "finished": "2026-12-01T10:00:00+00:00",
+                     "torch_threads": 2, **env},
+        "02_beta": {"seconds": 8.3, "profile": "smoke"},  # an entry from before machines were recorded
+    }))
+    index = book.build(src, tmp / "out", expected=["01_alpha.ipynb", "02_beta.ipynb"])
+    return index.parent, env
+
+
+def test_statistics_page_lists_notebooks_times_machine_and_versions(built):
+    html, env = built
+    page = (html / "execution_statistics.html").read_text()
+    text = unescape(re.sub(r"<[^>]+>", " ", page))
+    assert "01_alpha" in text and "12 min 34 s" in text and "2026-12-01 10:00:00" in text
+    assert "02_beta" in text and "smoke run only" in text and "8.3 s" in text
+    for package in execute.VERSIONED:
+        assert package in text and env["versions"][package] in text
+    assert env["machine"]["cpu"] in text
+    assert "execution_statistics.html" in (html / "02_beta.html").read_text()  # listed in the toc
+
+
+def test_no_page_needs_the_network_and_mathjax_is_local(built):
+    html, _ = built
+    page = (html / "01_alpha.html").read_text()
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
+    mathjax = [s for s in scripts if "mathjax" in s.lower()]
+    assert mathjax and all(s.startswith("_static/") for s in mathjax), scripts
+    assert (html / mathjax[0]).is_file()
+    for page in (p for p in html.rglob("*.html") if "_static" not in p.parts):
+        assert not re.search(r'<script[^>]*src="(https?:)?//', page.read_text()), page
+    assert book.check_html(html, []) == []
+
+
+def test_an_error_output_fails_the_build_naming_the_page(tmp_path):
+    _executed(tmp_path / "01_broken.ipynb", "01 · Broken", error=True)
+    with pytest.raises(SystemExit, match=r"01_broken\.html: shows a Python traceback"):
+        book.build(tmp_path, tmp_path / "out", expected=["01_broken.ipynb"])
+
+
+def test_a_missing_figure_is_caught(built, tmp_path):
+    html, _ = built
+    nb = nbformat.read(html.parents[1] / "01_alpha.ipynb", as_version=4)
+    nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg/>"}))
+    nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"text/html": "<b>t</b>", "image/png": PNG}))
+    nbformat.write(nb, str(tmp_path / "01_alpha.ipynb"))  # the page shows one image; this notebook has two figures
+    assert book.check_html(html, [tmp_path / "01_alpha.ipynb"]) == [
+        "01_alpha.html: 1 images, but the executed notebook has 2 figure outputs"]
+    assert "no page 03_gamma.html" in book.check_html(html, [tmp_path / "03_gamma.ipynb"])[0]
+    for image in (html / "_images").iterdir():  # the page links a figure that the build did not copy
+        image.rename(tmp_path / image.name)
+    try:
+        assert "01_alpha.html: shows _images/" in book.check_html(html, [html.parents[1] / "01_alpha.ipynb"])[0]
+    finally:
+        for image in tmp_path.glob("*.png"):
+            image.rename(html / "_images" / image.name)
+
+
+def test_assemble_requires_the_expected_notebooks(tmp_path):
+    _executed(tmp_path / "01_alpha.ipynb", "01 · Alpha")
+    with pytest.raises(SystemExit, match="02_beta"):
+        book.assemble(tmp_path, tmp_path / "out", expected=["01_alpha.ipynb", "02_beta.ipynb"])
+    with pytest.raises(SystemExit, match="01_memorization"):  # by default: every notebook of notebooks/
+        book.assemble(tmp_path, tmp_path / "out")
+
+
+def test_statistics_page_one_column_per_machine():
+    machine = {"cpu": "Xeon", "logical_cpus": 2, "gpu": "none", "platform": "Linux"}
+    versions = {"python": "3.11", "torch": "2.13.0"}
+    timings = {
+        "01_a": {"seconds": 30.0, "profile": "full", "overrides": {}, "machine": machine, "versions": versions},
+        "02_b": {"seconds": 4000.0, "profile": "full", "overrides": {"MODE": "real"}, "finished": "2026-12-01T10:00",
+                 "machine": {**machine, "gpu": "NVIDIA H200"}, "versions": versions},
+        "03_c": {"seconds": 5.0, "profile": "full", "overrides": {}, "machine": dict(machine), "versions": versions},
+    }
+    page = book.statistics_page(timings, ["01_a", "02_b", "03_c", "04_d"])
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| [")}
+    assert "30.0 s" in rows["[01_a](01_a.ipynb)"] and rows["[01_a](01_a.ipynb)"].endswith("| A |")
+    assert "1 h 06 min" in rows["[02_b](02_b.ipynb)"] and "full, with MODE=real" in rows["[02_b](02_b.ipynb)"]
+    assert rows["[02_b](02_b.ipynb)"].endswith("| B |") and rows["[03_c](03_c.ipynb)"].endswith("| A |")
+    assert "no timing recorded" in rows["[04_d](04_d.ipynb)"]
+    assert "| GPU | none | NVIDIA H200 |" in page and "| torch | 2.13.0 | 2.13.0 |" in page
