@@ -7,23 +7,29 @@ BUILD ?= build
 export REPLIB_STATIC := 1
 export TRANSFORMERS_VERBOSITY := error
 export HF_HUB_OFFLINE := 1
-# The SD1.4 prompt sets: downloaded (sha256-checked) when this is empty; a local copy is used when one is next to
-# the project (../shared/data, as on the kit's test machines) or given on the command line.
-REPLIB_PROMPTS_DIR ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data))
-ifneq ($(REPLIB_PROMPTS_DIR),)
-export REPLIB_PROMPTS_DIR
-endif
-
 .PHONY: all env notebooks book test clean
 
 all: notebooks book
 
-# Create the virtual environment when missing (or when pyproject.toml changed). torch is pinned to the CPU build.
+# torch: the CPU build by default, from PyTorch's CPU wheel index (a few hundred MB instead of PyPI's multi-GB CUDA
+# build on Linux). On a machine with an NVIDIA GPU pick a CUDA index instead, e.g.
+#     make env TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (TORCH_INDEX= empty takes PyPI's default build). torch is installed first, without dependencies, so that pip's
+# local wheel folders (find-links) can supply it when the index cannot be reached; the second install then finds
+# torch==$(TORCH_VERSION) present and only adds what it depends on.
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_HELP = make env: could not install torch==$(TORCH_VERSION) from $(or $(TORCH_INDEX),PyPI). Check the network, or pick another build with TORCH_INDEX=... (see the Makefile).
+
+# Create the virtual environment when missing (or when pyproject.toml changed).
 env: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[all]"
+	$(PY) -m pip install --quiet --no-deps --retries 1 --timeout 30 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
+		"torch==$(TORCH_VERSION)" || { echo "$(TORCH_HELP)" >&2; exit 1; }
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[all]"
+	$(PY) -c "import torch; print('torch', torch.__version__, '| CUDA build' if torch.version.cuda else '| CPU build')"
 	touch $@
 
 notebooks: env
@@ -32,11 +38,14 @@ notebooks: env
 book: env
 	$(PY) -m replib.book --notebooks $(BUILD)/notebooks --out $(BUILD)/book
 
-# Smoke profiles run with a fresh checkpoint cache, so the tests train every model they check.
+# Smoke profiles run with a fresh checkpoint cache, so the tests train every model they check. pytest-xdist spreads
+# the work over JOBS processes (one torch thread each): a notebook, with the notebooks that reuse its models, runs on
+# one worker in order (tests/conftest.py). JOBS=0 runs everything in one process.
+JOBS ?= auto
 test: env
 	rm -rf $(BUILD)/smoke $(BUILD)/smoke-cache
 	$(PY) -m replib.execute --profile smoke --prepare-only --out $(BUILD)/smoke
-	REPLIB_CACHE=$(abspath $(BUILD))/smoke-cache $(PY) -m pytest tests $(BUILD)/smoke \
+	REPLIB_CACHE=$(abspath $(BUILD))/smoke-cache $(PY) -m pytest tests $(BUILD)/smoke -n $(JOBS) --dist loadgroup \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 clean:
