@@ -56,7 +56,9 @@ def test_similarity_is_well_formed_and_deterministic(scorer):
     assert np.array_equal(sims, scorer.similarity(images, ["an elderly person"] * 5))
     assert np.array_equal(sims, scorer.similarity(images.clone(), "an elderly person"))
     own = scorer.similarity(images, ["an elderly person", "a cat", "a dog", "a tree", "a car"])
-    assert own[0] == sims[0] and not np.array_equal(own, sims)
+    # the same (image, text) pair scores the same in a batch of other texts, up to float rounding: texts of other
+    # lengths change the batch's padding, and matmul kernels may round differently (seen: 6e-8 apart)
+    assert np.isclose(own[0], sims[0], rtol=1e-5, atol=1e-6) and not np.allclose(own, sims, rtol=1e-5, atol=1e-6)
     emb = scorer.image_embeddings(images)
     assert emb.shape == (5, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(5), atol=1e-5)
     assert torch.allclose(scorer.image_embeddings(images, batch_size=2), emb, atol=1e-6)  # batching changes nothing
