@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
     """Under `--dist loadgroup`: every notebook is one unit of work (its cells run in order in one kernel), joined by
     the notebooks that reuse its results (_RUNS_AFTER); a unit-test module is one unit too, so its module fixtures are
     built once. Notebooks are queued first, so the long ones start at once and the unit tests fill the gaps."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    if not getattr(config.option, "loadgroup", False):  # what xdist's workers read: their own `dist` is "no"
         return
     for item in items:
         if _is_notebook(item):
