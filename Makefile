@@ -45,7 +45,7 @@ JOBS ?= auto
 test: env
 	rm -rf $(BUILD)/smoke $(BUILD)/smoke-cache
 	$(PY) -m replib.execute --profile smoke --prepare-only --out $(BUILD)/smoke
-	REPLIB_CACHE=$(abspath $(BUILD))/smoke-cache $(PY) -m pytest tests $(BUILD)/smoke -n $(JOBS) --dist loadgroup \
+	REPLIB_CACHE=$(abspath $(BUILD))/smoke-cache $(PY) -m pytest tests $(BUILD)/smoke -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 clean:

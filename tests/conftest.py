@@ -33,21 +33,29 @@ def _replib_env(_unit_cache, monkeypatch):
     monkeypatch.setenv("REPLIB_CACHE", str(_unit_cache))
 
 
-def _is_notebook(item) -> bool:
-    return Path(item.path).suffix == ".ipynb"
+def _is_notebook(path: str | Path) -> bool:
+    return Path(path).suffix == ".ipynb"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under `--dist loadgroup`: every notebook is one unit of work (its cells run in order in one kernel), joined by
-    the notebooks that reuse its results (_RUNS_AFTER); a unit-test module is one unit too, so its module fixtures are
-    built once. Notebooks are queued first, so the long ones start at once and the unit tests fill the gaps."""
-    if not getattr(config.option, "loadgroup", False):  # what xdist's workers read: their own `dist` is "no"
-        return
-    for item in items:
-        if _is_notebook(item):
-            prefix = Path(item.path).name[:2]
-            group = f"notebook-{_RUNS_AFTER.get(prefix, prefix)}"
-        else:
-            group = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: not _is_notebook(item))  # stable: notebooks (in number order), then unit tests
+def pytest_collection_modifyitems(items):
+    """Notebooks first (in number order), then the unit tests: under pytest-xdist the long notebooks start at once
+    and the short unit-test modules fill the gaps at the end."""
+    items.sort(key=lambda item: not _is_notebook(item.path))  # stable: each notebook's cells stay in order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduler with one unit of work per notebook (its cells run in order, in one kernel),
+    joined by the notebooks that reuse its results (_RUNS_AFTER), and one per unit-test module (module fixtures are
+    built once). Units are handed out in collection order, so a free worker always takes the next one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebookScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if _is_notebook(path):
+                prefix = Path(path).name[:2]
+                return f"notebook-{_RUNS_AFTER.get(prefix, prefix)}"
+            return path
+
+    config.option.loadscopereorder = False  # keep the collection order (the default sorts units by test count)
+    return NotebookScheduling(config, log)
