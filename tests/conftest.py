@@ -43,6 +43,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not _is_notebook(item.path))  # stable: each notebook's cells stay in order
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` without pytest-xdist ignores it
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's scope scheduler with one unit of work per notebook (its cells run in order, in one kernel),
     joined by the notebooks that reuse its results (_RUNS_AFTER), and one per unit-test module (module fixtures are
