@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip uv
 	$(PY) -m pip install --quiet --no-deps --retries 1 --timeout 30 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
 		"torch==$(TORCH_VERSION)" || { echo "$(TORCH_HELP)" >&2; exit 1; }
-	$(VENV)/bin/uv pip install --quiet --python $(PY) "torch==$(TORCH_VERSION)" -e ".[all]"
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) "torch==$(TORCH_VERSION)" -e ".[all]"
 	$(PY) -c "import torch; print('torch', torch.__version__, '| CUDA build' if torch.version.cuda else '| CPU build')"
 	touch $@
 
