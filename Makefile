@@ -15,8 +15,8 @@ all: notebooks book
 # build on Linux). On a machine with an NVIDIA GPU pick a CUDA index instead, e.g.
 #     make env TORCH_INDEX=https://download.pytorch.org/whl/cu128
 # (TORCH_INDEX= empty takes PyPI's default build). torch is installed first, by pip and without dependencies, so that
-# pip's local wheel folders (find-links) can supply it when the index cannot be reached; uv (about 4x faster than pip
-# here: 30 s instead of 2 min) then finds torch==$(TORCH_VERSION) present and adds the rest from PyPI.
+# pip's local wheel folders (find-links) can supply it when the index cannot be reached; uv then finds
+# torch==$(TORCH_VERSION) present and adds the rest from PyPI (measured on 2 cores: `make env` 1 min, 2 with pip alone).
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_HELP = make env: could not install torch==$(TORCH_VERSION) from $(or $(TORCH_INDEX),PyPI). Check the network, or pick another build with TORCH_INDEX=... (see the Makefile).
