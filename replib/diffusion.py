@@ -202,12 +202,14 @@ def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: boo
 
 
 @torch.no_grad()
-def sample_ddim(unet, n: int, steps: int = 50, seed: int = 0, num_train_timesteps: int = 1000) -> torch.Tensor:
-    """n samples (N, C, H, W) in [-1, 1] from diffusers' `DDIMPipeline` (eta = 0, deterministic given the seed)."""
+def sample_ddim(unet, n: int, steps: int = 50, seed: int = 0, num_train_timesteps: int = 1000, eta: float = 0.0
+                ) -> torch.Tensor:
+    """n samples (N, C, H, W) in [-1, 1] from diffusers' `DDIMPipeline`, deterministic given the seed. eta = 0 is the
+    deterministic DDIM sampler; eta = 1 adds DDPM's fresh noise at every step."""
     from diffusers import DDIMPipeline, DDIMScheduler
 
     pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=num_train_timesteps))
     pipe.set_progress_bar_config(disable=True)
     out = pipe(batch_size=n, generator=torch.Generator().manual_seed(seed), num_inference_steps=steps,
-               output_type="np").images
+               eta=eta, output_type="np").images
     return torch.from_numpy(out).permute(0, 3, 1, 2) * 2 - 1

@@ -181,3 +181,23 @@ def plot_side_by_side(samples: torch.Tensor, nearest: torch.Tensor, reps: torch.
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_iterations(tables: dict[str, pd.DataFrame], columns: Sequence[str], suptitle: str | None = None,
+                    logy: Sequence[str] = ()):
+    """One panel per column: its value over the iterations of every run in `tables` ({label: table indexed by
+    iteration}), the model-collapse curves of notebook 10."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.1 * len(columns), 2.8), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        for i, (label, table) in enumerate(tables.items()):
+            ax.plot(table.index, table[col], "o-", color=f"C{i}", label=label)
+        ax.set_xlabel("iteration")
+        ax.set_title(col, fontsize=10)
+        ax.set_xticks(list(next(iter(tables.values())).index))
+        if col in logy:
+            ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
