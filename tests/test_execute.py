@@ -137,13 +137,15 @@ def test_progress_is_plain_text_without_frontend():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, value, allowed", [("DATASET", "cifar10", "'mnist'"), ("SIGMA", -0.1, ">")])
-def test_real_notebook_stops_on_bad_parameter(tmp_path, name, value, allowed):
+@pytest.mark.parametrize("notebook, name, value, allowed", [
+    ("01", "DATASET", "cifar10", "'mnist'"), ("01", "SIGMA", -0.1, ">"),
+    ("10", "PARADIGMS", ["accumulate"], "starts with 'replace'"), ("10", "SAMPLER_ETA", 2.0, "<= 1.0")])
+def test_real_notebook_stops_on_bad_parameter(tmp_path, notebook, name, value, allowed):
     """A bad value given to a real notebook stops it before any training, naming the parameter and what is allowed."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    src = execute.find_notebooks(["01"])[0]
+    src = execute.find_notebooks([notebook])[0]
     with pytest.raises(PapermillExecutionError) as err:
         pm.execute_notebook(str(src), str(tmp_path / src.name), parameters={name: value}, kernel_name="python3",
                             progress_bar=False, cwd=str(tmp_path))
