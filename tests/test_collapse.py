@@ -221,3 +221,18 @@ def test_claims_fail_for_shrinking_without_copying():
     claims = collapse.collapse_claims({"none": table}, collapse.pool_selection_table(runs["none"].pool[0], 32), BARS)
     assert claims.loc["vanilla entropy falls (nats, first - last)", "holds"]
     assert not claims.loc["copying, not shrinking: spacing fall / spread fall", "holds"], claims
+
+
+def test_accumulate_claims_hold_for_copying_and_fail_without_selection():
+    rep = {s: tiny_run(s).table() for s in ("none", "greedy")}
+    acc = {s: tiny_run(s, paradigm="accumulate").table() for s in ("none", "greedy")}
+    claims = collapse.accumulate_claims(acc, rep, min_slowdown=2.0, min_gain=1.0)
+    assert claims["holds"].all(), claims
+    random_acc = {"none": acc["none"], "greedy": tiny_run("random", paradigm="accumulate", name="acc-random").table()}
+    claims = collapse.accumulate_claims(random_acc, rep, min_slowdown=2.0, min_gain=1.0)
+    assert not claims.loc["greedy keeps entropy under accumulate (nats over vanilla)", "holds"], claims
+    # accumulating gives no slowdown when the replace loop does not collapse either
+    fresh = {"none": tiny_run("none", sampler=fresh_samples, name="fresh").table()}
+    claims = collapse.accumulate_claims({"none": tiny_run("none", sampler=fresh_samples, paradigm="accumulate",
+                                                           name="fresh-acc").table()}, fresh, 2.0, 1.0)
+    assert not claims["holds"].any(), claims
