@@ -10,6 +10,7 @@ for a text-conditioned UNet) go through `unet_kwargs`.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -185,26 +186,52 @@ def detector_table(results: dict[str, dict], labels) -> "pd.DataFrame":
     return pd.DataFrame(rows).set_index("detector")
 
 
-# Published results on Stable Diffusion v1.4 (Webster's 500 memorized prompts vs 500 non-memorized prompts), as the
-# paper's headline table reports them: {detector: (AUROC, TPR@1%FPR)}. Notebook 08 puts the kit's numbers beside them.
+@dataclass(frozen=True)
+class PublishedTable:
+    """Published SD1.4 detection numbers from one source, with what they were measured on."""
+
+    source: str
+    negatives: str  # the non-memorized prompt set the source compared against
+    tpr_definition: str
+    rows: dict[str, tuple[float, float, float | None]]  # detector -> (AUROC, TPR@1%FPR, seconds per sample or None)
+
+
+KIT_TPR_DEFINITION = ("kit: threshold = the 99th percentile of the non-memorized prompts' scores; TPR = the share of "
+                      "memorized prompts scoring strictly above it (`metrics.detection_summary`)")
+
+# Webster's 500 memorized prompts against 500 non-memorized ones on Stable Diffusion v1.4, from two sources that used
+# different negative sets: keep them apart. Notebook 08 puts the kit's numbers beside each.
 SD14_PUBLISHED = {
-    "paper (representation std)": (0.987, 0.961),
-    "Wen et al., first step": (0.976, 0.896),
-    "Jeon et al. (sharpness)": (0.987, 0.908),
+    "paper": PublishedTable(
+        source="the paper (arXiv 2512.20963), its SD1.4 detection table",
+        negatives="non-memorized prompts from Lexica",
+        tpr_definition="TPR at 1% FPR as the paper reports it (its threshold rule is not restated here)",
+        rows={"paper (representation std)": (0.987, 0.961, 0.067), "Wen et al.": (0.986, 0.961, 0.134)}),
+    "jeon": PublishedTable(
+        source="Jeon et al. (ICML 2025), Table 1",
+        negatives="Jeon et al.'s 500 non-memorized prompts (COCO, Lexica, Tuxemon, GPT-4): the set the kit uses",
+        tpr_definition="TPR at 1% FPR as Jeon et al. report it (their threshold rule is not restated here)",
+        rows={"Wen et al., first step": (0.976, 0.896, None), "Jeon et al. (sharpness)": (0.987, 0.908, None)}),
 }
 
 
-def beside_published(table: "pd.DataFrame", names: dict[str, str], published: dict = SD14_PUBLISHED,
+def beside_published(table: "pd.DataFrame", names: dict[str, str], published: PublishedTable,
                      label: str = "kit") -> "pd.DataFrame":
-    """The published rows with the kit's measured AUROC and TPR@1%FPR next to them. `names` maps a published detector
-    to its row in `table` (a `detector_table`); a published detector the kit does not run gets NaN."""
+    """One source's published rows with the kit's measured AUROC, TPR@1%FPR and seconds per sample next to them.
+    `names` maps a published detector to its row in `table` (a `detector_table`); a published detector the kit does
+    not run gets NaN. The table's `attrs` carry the source, its negative prompt set and its TPR definition."""
     import pandas as pd
 
     rows = []
-    for name, (auroc_pub, tpr_pub) in published.items():
+    for name, (auroc_pub, tpr_pub, seconds_pub) in published.rows.items():
         ours = table.loc[names[name]] if name in names else None
+        nan = float("nan")
         rows.append({"detector": name, "AUROC published": auroc_pub,
-                     f"AUROC {label}": float("nan") if ours is None else ours["AUROC"],
+                     f"AUROC {label}": nan if ours is None else ours["AUROC"],
                      "TPR@1%FPR published": tpr_pub,
-                     f"TPR@1%FPR {label}": float("nan") if ours is None else ours["TPR@1%FPR"]})
-    return pd.DataFrame(rows).set_index("detector")
+                     f"TPR@1%FPR {label}": nan if ours is None else ours["TPR@1%FPR"],
+                     "s / sample published": nan if seconds_pub is None else seconds_pub,
+                     f"s / sample {label}": nan if ours is None else ours["s / sample"]})
+    out = pd.DataFrame(rows).set_index("detector")
+    out.attrs.update(source=published.source, negatives=published.negatives, tpr=published.tpr_definition)
+    return out

@@ -12,9 +12,10 @@ moment S_k and silent elsewhere, then A_k = W_k W_k^T minimises  rho_k [tr((A-I)
         r^2 = (||x||_2^2 - n lambda / 2) / (||x||_2^4 + sigma^2 ||x||_2^2).
 - Generalization on a Gaussian mixture: S_k = mu_k mu_k^T + Sigma_k, and (*) is the rank-p_k part of
   (S_k - lambda/(2 rho_k) I)(S_k + sigma^2 I)^(-1).
-The paper writes n*lambda and lambda/rho_k: the same result for an objective whose penalty is twice ours (a convention),
-and its ||x_i||_4^4 must be read as (||x_i||_2^2)^2 = ||x_i||_2^4, which is what the learned weights follow.
-Both are checked numerically in notebooks 01 and 02.
+Written with n*lambda and lambda/rho_k instead, the same results hold for an objective whose penalty is twice ours (a
+convention). An alternative form of the memorization scale, with ||x_i||_4^4 (the sum of the entries' fourth powers)
+in place of ||x_i||_2^4, is kept as `memorization_scales_alternative` only to show numerically that the learned
+weights do not follow it. Both are checked in notebooks 01 and 02.
 
 The solutions are stationary only if each group is silent on the others' data: for memorization, x_j^T (x_i + sigma
 eps) < 0 for every i != j, see `separation_margin`.
@@ -34,9 +35,10 @@ def memorization_scales(x: torch.Tensor, sigma: float, lam: float, n: int | None
     return ((sq - n * lam / 2).clamp_min(0) / (sq**2 + sigma**2 * sq)).sqrt()
 
 
-def memorization_scales_as_stated(x: torch.Tensor, sigma: float, lam: float) -> torch.Tensor:
-    """The issue's literal reading, r_i = sqrt((||x||_2^2 - n lambda) / (||x||_4^4 + sigma^2 ||x||_2^2)), kept only
-    to show numerically that ||x||_4^4 cannot be meant (it predicts columns many times too long)."""
+def memorization_scales_alternative(x: torch.Tensor, sigma: float, lam: float) -> torch.Tensor:
+    """An alternative form, r_i = sqrt((||x||_2^2 - n lambda) / (||x||_4^4 + sigma^2 ||x||_2^2)) with the entries'
+    fourth powers in the denominator, kept only to show numerically that the learned weights do not follow it (it
+    predicts columns many times too long)."""
     n, x = len(x), x.float()
     sq, q4 = x.pow(2).sum(-1), x.pow(4).sum(-1)
     return ((sq - n * lam).clamp_min(0) / (q4 + sigma**2 * sq)).sqrt()

@@ -9,7 +9,7 @@ from replib.theory import (
     find_separable_subset,
     linear_dae_solution,
     memorization_scales,
-    memorization_scales_as_stated,
+    memorization_scales_alternative,
     memorization_weights,
     separation_margin,
     stored_scales,
@@ -105,9 +105,9 @@ def test_memorization_weights_are_stationary_monte_carlo():
         assert g_star < 0.03 * g_off, (float(g_star), factor, float(g_off))
     # lambda / 2 is the right convention for this objective: the solution for a penalty twice as large is not stationary
     assert g_star < 0.03 * grad_at(memorization_weights(x.float(), width, sigma, 2 * lam).double()).norm()
-    # the literal reading of the paper's formula (||x||_4^4, n lambda) is far from stationary
+    # the alternative form (||x||_4^4, n lambda) is far from stationary
     w_stated = torch.zeros(d, width, dtype=torch.float64)
-    w_stated[:, :n] = (x * memorization_scales_as_stated(x, sigma, lam)[:, None].double()).T
+    w_stated[:, :n] = (x * memorization_scales_alternative(x, sigma, lam)[:, None].double()).T
     assert g_star < 0.03 * grad_at(w_stated).norm()
 
 
