@@ -108,6 +108,17 @@ def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.
     return representation_std(reps).numpy()
 
 
+def paper_scores_from_images(pipe, images, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+                             pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32) -> np.ndarray:
+    """The paper's detector as the paper runs it, from images: tensors (n, C, H, W) in [-1, 1], PIL images or file
+    paths are brought to the pipeline's resolution, encoded with its VAE (`pipelines.encode_images`; pixels as they
+    are without one), noised to `timestep` and scored in one UNet pass with the empty prompt. Needs no prompt, no
+    seed of the generation and no training data."""
+    from .pipelines import encode_images
+
+    return paper_scores(pipe, encode_images(pipe, images), layer, timestep, pool, seed, batch_size)
+
+
 class GuidanceRecorder:
     """Records, at every UNet call of a classifier-free-guidance pipeline, ||eps(x_t, c) - eps(x_t, empty)||_2 per
     sample: Wen et al.'s (ICLR 2024) memorization signal. Diffusers stacks the batch as [unconditional, conditional]."""

@@ -49,6 +49,68 @@ def encode(pipe, images: torch.Tensor) -> torch.Tensor:
     return (dist.mean * vae.config.scaling_factor).float().cpu()
 
 
+def pixel_shape(pipe) -> tuple[int, int]:
+    """(channels, size) of the images the pipeline generates: the VAE's input for SD1.4-like pipelines (size = the
+    UNet's sample size times the VAE's downsampling), the UNet's own input without a VAE."""
+    if has_vae(pipe):
+        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        return pipe.vae.config.in_channels, pipe.unet.config.sample_size * factor
+    return pipe.unet.config.in_channels, pipe.unet.config.sample_size
+
+
+def load_images(images, channels: int = 3, size: int | None = None) -> torch.Tensor:
+    """Images as pixels (n, channels, size, size) in [-1, 1], from a tensor (n, C, H, W) already in [-1, 1], a list of
+    PIL images, or a list of file paths (any format PIL reads). PIL images and files are converted to RGB (or to
+    greyscale for 1 channel) and resized (bicubic) to size x size; tensors are resized the same way when needed."""
+    import numpy as np
+    from PIL import Image
+
+    if torch.is_tensor(images):
+        x = images.float()
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"image tensor of shape {tuple(x.shape)}: expected (n, {channels}, H, W) in [-1, 1]")
+        if size is not None and x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=True,
+                                                align_corners=False)
+        return x.clamp(-1, 1)
+    arrays = []
+    for item in images:
+        img = item if isinstance(item, Image.Image) else Image.open(item)
+        img = img.convert("L" if channels == 1 else "RGB")
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    if not arrays:
+        raise ValueError("no images given")
+    return torch.from_numpy(np.stack(arrays))
+
+
+def encode_images(pipe, images) -> torch.Tensor:
+    """Images in any form `load_images` takes -> model space, at the pipeline's own resolution (`pixel_shape`): what
+    the paper's detector reads when it starts from an image rather than from the sampler's latent."""
+    channels, size = pixel_shape(pipe)
+    return encode(pipe, load_images(images, channels, size))
+
+
+def save_images(images: torch.Tensor, folder, prefix: str = "image") -> list:
+    """Pixels (n, C, H, W) in [-1, 1] -> 8-bit PNG files prefix-000.png, ... in `folder`; returns the paths."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        a = ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        path = folder / f"{prefix}-{i:03d}.png"
+        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
+        paths.append(path)
+    return paths
+
+
 @torch.no_grad()
 def prompt_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
     """Text-encoder hidden states (n, tokens, dim) exactly as the pipeline computes them ("" = the empty prompt)."""

@@ -2,6 +2,7 @@
 
     python -m replib.score --set memorized --limit 100 --out results/mem.csv            # SD1.4 (or --mode standin)
     python -m replib.score --prompts my_prompts.txt --detectors paper wen --out r.csv
+    python -m replib.score --images my_folder/ --out images.csv                         # prompt-free, any images
     accelerate launch -m replib.score --set nonmemorized --out results/nmem.csv         # prompts sharded over GPUs
     torchrun --standalone --nproc_per_node 2 -m replib.score --set memorized --out m.csv  # the same (CPUs: gloo)
 
@@ -10,7 +11,12 @@ whichever process or batch it lands in), one generation through `pipelines.gener
 paper's score (`detection.paper_scores`), Wen et al.'s first-step
 and all-step guidance norms (recorded during that same generation), seconds, and the model it came from. Rows are
 appended after every batch, so an interrupted run loses at most one batch; a new run skips every prompt index
-already in the output (all shards). Under `accelerate launch` each process takes its share of the remaining prompts
+already in the output (all shards). With `--from-images` (notebook 08 in real mode) the paper's score is computed as
+the paper computes it: from the decoded image, re-encoded with the VAE, instead of from the sampler's latent.
+
+`--images DIR` scores every image file in a folder with the paper's detector alone (no prompt, no generation): a
+row per file, with a seed derived from the file name so a file keeps its score whatever else is in the folder;
+files already in the output are skipped. Under `accelerate launch` each process takes its share of the remaining prompts
 (`PartialState.split_between_processes`) and writes its own shard `OUT.rankK.csv`; `read_results` merges them.
 """
 from __future__ import annotations
@@ -24,6 +30,8 @@ import pandas as pd
 
 DETECTORS = ("paper", "wen")
 FIELDS = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean", "seconds", "model", "standin"]
+IMAGE_FIELDS = ["file", "seed", "paper", "seconds", "model", "standin"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -57,11 +65,11 @@ def read_results(out: str | Path) -> pd.DataFrame:
     return pd.concat(frames).drop_duplicates("index", keep="first").sort_values("index").reset_index(drop=True)
 
 
-def _append(path: Path, rows: list[dict]) -> None:
+def _append(path: Path, rows: list[dict], fields: list[str] = FIELDS) -> None:
     new = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
         writer.writerows(rows)
@@ -69,16 +77,21 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str, ...], steps: int,
-                guidance_scale: float, layer: str, timestep: int) -> list[dict]:
-    """Generate `prompts` with `seeds` and score each generation; one dict per prompt (scores missing = NaN)."""
+                guidance_scale: float, layer: str, timestep: int, from_images: bool = False) -> list[dict]:
+    """Generate `prompts` with `seeds` and score each generation; one dict per prompt (scores missing = NaN).
+    from_images: the paper's score of the decoded image re-encoded by the pipeline, else of the sampler's latent."""
     from . import detection, pipelines
 
     t0 = time.perf_counter()
     with detection.record_guidance(pipe) as rec:
         gen = pipelines.generate(pipe, prompts, seeds, steps, guidance_scale, batch_size=len(prompts), progress=False)
     first, mean = rec.scores(steps) if guidance_scale > 1 else ([float("nan")] * len(prompts),) * 2
-    paper = (detection.paper_scores(pipe, gen.latents, layer, timestep, seed=list(seeds))
-             if "paper" in detectors else [float("nan")] * len(prompts))
+    if "paper" not in detectors:
+        paper = [float("nan")] * len(prompts)
+    elif from_images:
+        paper = detection.paper_scores_from_images(pipe, gen.images, layer, timestep, seed=list(seeds))
+    else:
+        paper = detection.paper_scores(pipe, gen.latents, layer, timestep, seed=list(seeds))
     seconds = (time.perf_counter() - t0) / len(prompts)
     wen = "wen" in detectors
     return [{"prompt": p, "seed": s, "paper": float(paper[i]), "wen_first": float(first[i]) if wen else float("nan"),
@@ -88,7 +101,7 @@ def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str
 
 def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps: int = 50, guidance_scale: float = 7.5,
         seed: int = 0, batch_size: int = 4, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
-        progress: bool = True) -> pd.DataFrame:
+        progress: bool = True, from_images: bool = False) -> pd.DataFrame:
     """Score every prompt not yet in `out`; returns all results so far. Works alone or under `accelerate launch`."""
     from accelerate import PartialState
 
@@ -106,11 +119,51 @@ def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps:
         batches = [mine[k:k + batch_size] for k in range(0, len(mine), batch_size)]
         for batch in bar(batches, desc=f"scoring (process {state.process_index})", disable=not progress):
             rows = score_batch(loaded.pipe, [prompts[i] for i in batch], [seed + i for i in batch], tuple(detectors),
-                               steps, guidance_scale, layer, timestep)
+                               steps, guidance_scale, layer, timestep, from_images)
             _append(target, [{"index": i, **r, "model": loaded.source, "standin": loaded.standin}
                              for i, r in zip(batch, rows)])
     state.wait_for_everyone()
     return read_results(out)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder` (by suffix, see IMAGE_SUFFIXES), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def file_seed(name: str, seed: int = 0) -> int:
+    """The detector's noise seed for a file: `seed` plus a hash of its name (stable across runs and folders)."""
+    import zlib
+
+    return seed + zlib.crc32(name.encode()) % 2**31
+
+
+def score_images(files: list[Path], out: str | Path, loaded, seed: int = 0, batch_size: int = 8,
+                 layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+                 progress: bool = True) -> pd.DataFrame:
+    """The paper's prompt-free score of every image file not yet in `out` (rows appended after every batch, so an
+    interrupted run resumes); returns every row so far."""
+    from . import detection
+    from .widgets import progress as bar
+
+    out = Path(out)
+    done = set(pd.read_csv(out)["file"]) if out.exists() else set()
+    todo = [f for f in files if f.name not in done]
+    batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
+    for batch in bar(batches, desc="scoring images", disable=not progress):
+        t0 = time.perf_counter()
+        seeds = [file_seed(f.name, seed) for f in batch]
+        scores = detection.paper_scores_from_images(loaded.pipe, batch, layer, timestep, seed=seeds)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        _append(out, [{"file": f.name, "seed": s, "paper": float(v), "seconds": seconds, "model": loaded.source,
+                       "standin": loaded.standin} for f, s, v in zip(batch, seeds, scores)], IMAGE_FIELDS)
+    return pd.read_csv(out)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -123,6 +176,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="a .txt (one prompt per line) or .jsonl (field caption) file")
     src.add_argument("--set", choices=("memorized", "nonmemorized"), help="a public prompt set (replib.prompts)")
+    src.add_argument("--images", help="a folder of images to score with the paper's detector (no prompts)")
     ap.add_argument("--out", required=True, help="CSV to append to (resumes: prompt indices already there are skipped)")
     ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     ap.add_argument("--mode", default="auto", choices=("auto", "real", "standin"))
@@ -136,7 +190,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--layer", default="up_blocks.0.resnets.2.nonlinearity")
     ap.add_argument("--timestep", type=int, default=10)
+    ap.add_argument("--from-images", action="store_true",
+                    help="score the decoded image re-encoded by the VAE (as the paper does), not the sampler's latent")
     args = ap.parse_args(argv)
+    if args.images:
+        files = image_files(args.images)[: args.limit] if args.limit else image_files(args.images)
+        loaded = load_or_standin(args.mode, args.path, args.device, args.dtype)
+        if loaded.standin:
+            print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
+        results = score_images(files, args.out, loaded, args.seed, args.batch_size, args.layer, args.timestep)
+        print(f"{len(results)} of {len(files)} images scored in {args.out} (the paper's detector; no prompts)")
+        return results
     if args.prompts:
         prompts = read_prompts(args.prompts)
     else:
@@ -152,7 +216,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
     loaded.pipe.to(state.device)
     results = run(prompts, args.out, loaded, args.detectors, args.steps, args.guidance, args.seed, args.batch_size,
-                  args.layer, args.timestep)
+                  args.layer, args.timestep, from_images=args.from_images)
     print(f"{len(results)} of {len(prompts)} prompts scored in {args.out}")
     return results
 

@@ -73,3 +73,30 @@ def test_two_processes_share_the_prompts_and_agree_with_one(loaded, tmp_path):
     one = score.run(PROMPTS, tmp_path / "one.csv", loaded, steps=2, batch_size=1, progress=False)
     cols = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean"]
     pd.testing.assert_frame_equal(both[cols], one[cols], rtol=1e-4)
+
+
+def test_cli_scores_a_folder_of_images_prompt_free_and_resumes(loaded, tmp_path, monkeypatch):
+    import torch
+
+    from replib import detection, pipelines
+
+    monkeypatch.setattr(sd14, "load_or_standin", lambda *a, **k: loaded)
+    size = pipelines.pixel_shape(loaded.pipe)[1]
+    images = torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    folder = tmp_path / "imgs"
+    files = pipelines.save_images(images[:3], folder)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "images.csv"
+    args = ["--images", str(folder), "--out", str(out), "--mode", "standin", "--device", "cpu", "--batch-size", "2"]
+    first = score.main(args)
+    assert list(first["file"]) == [f.name for f in files] and np.isfinite(first["paper"]).all()
+    # the same numbers as the library call, with the per-file seeds
+    direct = detection.paper_scores_from_images(loaded.pipe, files, seed=[score.file_seed(f.name) for f in files])
+    np.testing.assert_allclose(first["paper"], direct, rtol=1e-5)
+    # two more files: only they are scored, and the first three keep their rows
+    pipelines.save_images(images[3:], folder, prefix="more")
+    second = score.main(args)
+    assert len(second) == 5 and list(second["file"][:3]) == list(first["file"])
+    np.testing.assert_allclose(second["paper"][:3], first["paper"])
+    with pytest.raises(ValueError, match="no image files"):
+        score.image_files(tmp_path)
