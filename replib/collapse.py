@@ -60,10 +60,10 @@ def knn_entropy(x: torch.Tensor, k: int = 1, guard: float = DUPLICATE_GUARD) -> 
 
 def nearest_train_distances(samples: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each sample: the mean squared pixel difference to its nearest training sample, and that sample's index."""
-    s, t = _flat(samples), _flat(train)
-    d2 = torch.cdist(s, t).pow(2) / s.shape[1]
-    best = d2.min(dim=1)
-    return best.values, best.indices
+    from .metrics import nearest_neighbor
+
+    dist, idx = nearest_neighbor(samples, train, k=1)
+    return dist[:, 0].double().pow(2) / samples[0].numel(), idx[:, 0]
 
 
 def generalization_score(samples: torch.Tensor, train: torch.Tensor) -> float:
@@ -91,8 +91,14 @@ def spread_stats(x: torch.Tensor) -> dict[str, float]:
 
 def random_select(pool: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """n distinct indices of the pool, uniformly at random (the control for the entropy-keeping selections)."""
-    check_int("n", n, 1, len(pool))
-    return torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]
+    from .data import subsample_indices
+
+    return subsample_indices(len(pool), n, seed)
+
+
+def tdf_threshold(pool: torch.Tensor, factor: float = 2.0) -> float:
+    """TDF's starting threshold tau0: `factor` times the pool's median nearest-neighbour distance."""
+    return factor * float(knn_distances(pool).median())
 
 
 def greedy_select(pool: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -150,8 +156,8 @@ def threshold_decay_select(pool: torch.Tensor, n: int, tau0: float, alpha: float
 
 def select(selection: str, pool: torch.Tensor, n: int, seed: int = 0, tau0: float | None = None,
            alpha: float = 0.95) -> torch.Tensor:
-    """Indices of the n candidates kept by `selection` (see SELECTIONS). "tdf" with tau0=None starts at the pool's
-    median nearest-neighbour distance times 2."""
+    """Indices of the n candidates kept by `selection` (see SELECTIONS). "tdf" with tau0=None starts at
+    `tdf_threshold(pool)`."""
     check_choice("selection", selection, SELECTIONS)
     if selection == "none":
         check_int("n", n, 1, len(pool))
@@ -160,7 +166,7 @@ def select(selection: str, pool: torch.Tensor, n: int, seed: int = 0, tau0: floa
         return random_select(pool, n, seed)
     if selection == "greedy":
         return greedy_select(pool, n, seed)
-    tau0 = 2 * float(knn_distances(pool).median()) if tau0 is None else tau0
+    tau0 = tdf_threshold(pool) if tau0 is None else tau0
     return threshold_decay_select(pool, n, tau0, alpha, seed)
 
 
@@ -272,8 +278,8 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
 
         tag = "it0" if k == 0 else f"{cfg.paradigm}-{cfg.selection}-it{k}"
         pool = load_or_compute(f"{name}-{tag}", settings, compute, verbose=False)["pool"]
-        keep = select(cfg.selection, pool, cfg.n, seed=cfg.seed + k, alpha=cfg.decay,
-                      tau0=None if cfg.selection != "tdf" else cfg.tau_factor * float(knn_distances(pool).median()))
+        tau0 = tdf_threshold(pool, cfg.tau_factor) if cfg.selection == "tdf" else None
+        keep = select(cfg.selection, pool, cfg.n, seed=cfg.seed + k, tau0=tau0, alpha=cfg.decay)
         run.train.append(train)
         run.pool.append(pool)
         run.kept.append(pool[keep])
@@ -321,7 +327,7 @@ def pool_selection_table(pool: torch.Tensor, n: int, seed: int = 0, tau_factor: 
     import pandas as pd
 
     rows = []
-    tau0 = tau_factor * float(knn_distances(pool).median())
+    tau0 = tdf_threshold(pool, tau_factor)
     for selection in ("random", "greedy", "tdf"):
         seeds = range(seed, seed + (repeats if selection == "random" else 1))
         subsets = [pool[select(selection, pool, n, s, tau0=tau0, alpha=alpha)] for s in seeds]

@@ -62,7 +62,7 @@ def test_greedy_beats_random_minimum_distance_and_entropy():
 
 def test_tdf_returns_exactly_n_distinct_and_beats_random():
     pool, randoms = pool_and_subsets()
-    tau0 = 2 * float(collapse.knn_distances(pool).median())
+    tau0 = collapse.tdf_threshold(pool)
     idx = collapse.threshold_decay_select(pool, 64, tau0, alpha=0.95)
     assert len(idx) == 64 and len(set(idx.tolist())) == 64
     assert collapse.knn_entropy(pool[idx]) > max(collapse.knn_entropy(r) for r in randoms)
