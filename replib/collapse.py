@@ -256,11 +256,12 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
     real: (N_real, C, H, W) images in [-1, 1], N_real >= cfg.n. `trainer(name, images, steps, seed) -> model` and
     `sampler(model, n, seed) -> images` replace the UNet (tests use tiny stand-ins)."""
     from .checkpoints import load_or_compute
-    from .data import data_fingerprint
+    from .data import data_fingerprint, subsample_indices
+
     check_int("n", cfg.n, 4, len(real))
     trainer = trainer or _unet_trainer(cfg, progress)
     sampler = sampler or _ddim_sampler(cfg)
-    real_n = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.n]]
+    real_n = real[subsample_indices(len(real), cfg.n, cfg.seed)]
     run = CollapseRun(cfg)
     base = {"kind": "collapse", "version": 1, "real": data_fingerprint(real_n.flatten(1)), "n": cfg.n,
             "steps": cfg.steps, "channels": list(cfg.channels), "pool_factor": cfg.pool_factor,
