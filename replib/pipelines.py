@@ -53,12 +53,11 @@ def pixel_shape(pipe) -> tuple[int, int]:
     """(channels, size) of the images the pipeline generates: the VAE's input for SD1.4-like pipelines (size = the
     UNet's sample size times the VAE's downsampling), the UNet's own input without a VAE."""
     if has_vae(pipe):
-        factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        return pipe.vae.config.in_channels, pipe.unet.config.sample_size * factor
+        return pipe.vae.config.in_channels, pipe.unet.config.sample_size * pipe.vae_scale_factor
     return pipe.unet.config.in_channels, pipe.unet.config.sample_size
 
 
-def load_images(images, channels: int = 3, size: int | None = None) -> torch.Tensor:
+def to_pixels(images, channels: int = 3, size: int | None = None) -> torch.Tensor:
     """Images as pixels (n, channels, size, size) in [-1, 1], from a tensor (n, C, H, W) already in [-1, 1], a list of
     PIL images, or a list of file paths (any format PIL reads). PIL images and files are converted to RGB (or to
     greyscale for 1 channel) and resized (bicubic) to size x size; tensors are resized the same way when needed."""
@@ -87,10 +86,10 @@ def load_images(images, channels: int = 3, size: int | None = None) -> torch.Ten
 
 
 def encode_images(pipe, images) -> torch.Tensor:
-    """Images in any form `load_images` takes -> model space, at the pipeline's own resolution (`pixel_shape`): what
+    """Images in any form `to_pixels` takes -> model space, at the pipeline's own resolution (`pixel_shape`): what
     the paper's detector reads when it starts from an image rather than from the sampler's latent."""
     channels, size = pixel_shape(pipe)
-    return encode(pipe, load_images(images, channels, size))
+    return encode(pipe, to_pixels(images, channels, size))
 
 
 def save_images(images: torch.Tensor, folder, prefix: str = "image") -> list:

@@ -11,7 +11,7 @@ whichever process or batch it lands in), one generation through `pipelines.gener
 paper's score (`detection.paper_scores`), Wen et al.'s first-step
 and all-step guidance norms (recorded during that same generation), seconds, and the model it came from. Rows are
 appended after every batch, so an interrupted run loses at most one batch; a new run skips every prompt index
-already in the output (all shards). With `--from-images` (notebook 08 in real mode) the paper's score is computed as
+already in the output (all shards). With `--from-images` (as notebook 08 scores) the paper's score is computed as
 the paper computes it: from the decoded image, re-encoded with the VAE, instead of from the sampler's latent.
 
 `--images DIR` scores every image file in a folder with the paper's detector alone (no prompt, no generation): a
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     help="score the decoded image re-encoded by the VAE (as the paper does), not the sampler's latent")
     args = ap.parse_args(argv)
     if args.images:
-        files = image_files(args.images)[: args.limit] if args.limit else image_files(args.images)
+        files = image_files(args.images)[: args.limit or None]
         loaded = load_or_standin(args.mode, args.path, args.device, args.dtype)
         if loaded.standin:
             print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")

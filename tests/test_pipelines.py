@@ -165,16 +165,16 @@ def test_scoring_image_files_ranks_like_scoring_latents(pipe, tmp_path):
         assert spearmanr(in_range, from_files).statistic >= 0.9
 
 
-def test_load_images_takes_tensors_pil_and_paths(tmp_path):
+def test_to_pixels_takes_tensors_pil_and_paths(tmp_path):
     from PIL import Image
 
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     paths = pipelines.save_images(x, tmp_path)
-    from_paths = pipelines.load_images(paths, 3, 16)
+    from_paths = pipelines.to_pixels(paths, 3, 16)
     assert from_paths.shape == (2, 3, 16, 16) and (from_paths - x).abs().max() <= 1 / 127.5 + 1e-6
     pil = [Image.open(p) for p in paths]
-    assert torch.equal(pipelines.load_images(pil, 3, 16), from_paths)
-    assert pipelines.load_images(paths, 3, 8).shape == (2, 3, 8, 8)
-    assert pipelines.load_images(paths, 1, 16).shape == (2, 1, 16, 16)
+    assert torch.equal(pipelines.to_pixels(pil, 3, 16), from_paths)
+    assert pipelines.to_pixels(paths, 3, 8).shape == (2, 3, 8, 8)
+    assert pipelines.to_pixels(paths, 1, 16).shape == (2, 1, 16, 16)
     with pytest.raises(ValueError, match="expected"):
-        pipelines.load_images(x, 1, 16)
+        pipelines.to_pixels(x, 1, 16)
