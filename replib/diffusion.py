@@ -84,16 +84,26 @@ class ToyTraining:
 def toy_loss(model: ToyDiffusionDAE, x: torch.Tensor, cfg: ToyTraining, g: torch.Generator) -> torch.Tensor:
     """Denoising loss w(sigma) ||D(x + sigma eps, sigma) - x||^2 at sigma ~ log-uniform[sigma_min, sigma_max];
     w = 1, 1/sigma, or EDM's (sigma^2 + sigma_data^2) / (sigma sigma_data)^2."""
-    idx = torch.randint(0, len(x), (cfg.batch_size,), generator=g)
-    x0 = x[idx]
-    u = torch.rand(cfg.batch_size, 1, generator=g)
+    return _toy_error(model, x[torch.randint(0, len(x), (cfg.batch_size,), generator=g)], cfg, g).mean()
+
+
+def _toy_error(model: ToyDiffusionDAE, x0: torch.Tensor, cfg: ToyTraining, g: torch.Generator) -> torch.Tensor:
+    """Per-image weighted denoising error of the batch x0, each at its own sigma."""
+    u = torch.rand(len(x0), 1, generator=g)
     sigma = torch.exp(math.log(cfg.sigma_min) + u * (math.log(cfg.sigma_max) - math.log(cfg.sigma_min)))
     noisy = x0 + sigma * torch.randn(x0.shape, generator=g)
     err = (model(noisy, sigma) - x0).pow(2).sum(-1)
     sigma = sigma.squeeze(1)
     weight = {"none": torch.ones_like(sigma), "inverse-sigma": 1 / sigma,
               "edm": (sigma**2 + model.sigma_data**2) / (sigma * model.sigma_data) ** 2}[cfg.weighting]
-    return (weight * err).mean()
+    return weight * err
+
+
+@torch.no_grad()
+def toy_denoising_error(model: ToyDiffusionDAE, x: torch.Tensor, cfg: ToyTraining, seed: int = 0) -> float:
+    """The training objective on any images x (n, d): every image once, at a seeded noise level and noise. Same
+    seed on training and held-out images: the two numbers differ only by the images."""
+    return float(_toy_error(model, x, cfg, torch.Generator().manual_seed(seed)).mean())
 
 
 def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100, progress: bool = True
@@ -199,6 +209,24 @@ def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: boo
     unet = train_resumable(name, settings, make, step, cfg.steps, cfg.seed, cfg.save_every, progress)
     unet.eval()
     return unet
+
+
+@torch.no_grad()
+def unet_denoising_error(unet, images: torch.Tensor, seed: int = 0, num_train_timesteps: int = 1000,
+                         batch_size: int = 256) -> float:
+    """The DDPM objective on any images (n, C, H, W) in [-1, 1]: the mean squared error of the predicted noise, every
+    image once at a seeded timestep and noise (predicting zero noise scores 1). Same seed on training and held-out
+    images: the two numbers differ only by the images."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(images.shape, generator=g)
+    t = torch.randint(0, num_train_timesteps, (len(images),), generator=g)
+    errors = [(unet(scheduler.add_noise(images[i:i + batch_size], noise[i:i + batch_size], t[i:i + batch_size]),
+                    t[i:i + batch_size]).sample - noise[i:i + batch_size]).pow(2).flatten(1).mean(1)
+              for i in range(0, len(images), batch_size)]
+    return float(torch.cat(errors).mean())
 
 
 @torch.no_grad()

@@ -133,3 +133,31 @@ def detection_summary(scores, labels) -> dict[str, float]:
     threshold = np.percentile(scores[labels == 0], 99)
     return {"AUROC": auroc(scores, labels), "TPR@1%FPR": float((scores[labels == 1] > threshold).mean()),
             "threshold": float(threshold)}
+
+
+def heldout_table(errors: dict[str, tuple[float, float]], baseline: float | dict[str, float]) -> "pd.DataFrame":
+    """Generalization measured positively: one row per model, its training objective on training images and on
+    held-out images (the same noise draws), their ratio, and the held-out error as a share of `baseline`, the error
+    of a denoiser that learnt nothing about the images (the mean image for a DAE, zero noise for a noise predictor;
+    one number, or one per model).
+
+    A generalizing model denoises images it never saw about as well as its own (ratio near 1) *and* well (a small
+    share of the baseline); a memorizing one fails the first (its held-out error is many times its training error),
+    an untrained or barely trained one the second."""
+    import pandas as pd
+
+    table = pd.DataFrame(errors, index=["train error", "held-out error"]).T
+    table["held-out / train"] = table["held-out error"] / table["train error"]
+    table["held-out / baseline"] = table["held-out error"] / (pd.Series(baseline) if isinstance(baseline, dict)
+                                                              else baseline)
+    return table
+
+
+def generalization_failures(row, max_ratio: float, max_share: float) -> list[str]:
+    """Why one row of `heldout_table` does not show generalization (an empty list: it does)."""
+    out = []
+    if not row["held-out / train"] <= max_ratio:
+        out.append(f"held-out error {row['held-out / train']:.2f}x the training error (allowed {max_ratio})")
+    if not row["held-out / baseline"] <= max_share:
+        out.append(f"held-out error {row['held-out / baseline']:.2f} of the baseline's (allowed {max_share})")
+    return out

@@ -123,3 +123,16 @@ def movement(sweep: dict[float, "Generations"]) -> dict[float, np.ndarray]:
     pixel change. Direction-free: a memorized sample pinned to its training image moves little whatever the push."""
     base = sweep[min(sweep)].images
     return {a: (g.images - base).abs().mean(dim=tuple(range(1, base.dim()))).numpy() for a, g in sweep.items()}
+
+
+def abruptness(sweep: dict[float, "Generations"]) -> np.ndarray:
+    """Per prompt, the shape of its alpha-curve: the largest change of the image between two neighbouring alphas
+    (mean absolute pixel change) divided by the sum of those changes. 1/(number of steps) for an image that moves
+    by equal amounts at every step, 1 for one that stays put and then jumps once; NaN for one that never moves. The
+    paper describes memorized samples as resisting the push and then giving way at once, generalized ones as moving
+    smoothly."""
+    alphas = sorted(sweep)
+    steps = np.stack([(sweep[b].images - sweep[a].images).abs().flatten(1).mean(1).numpy()
+                      for a, b in zip(alphas, alphas[1:])], axis=1)
+    total = steps.sum(1)
+    return np.where(total > 0, steps.max(1) / np.where(total > 0, total, 1), np.nan)

@@ -105,6 +105,15 @@ def denoising_loss(model: ReLUDAE, x: torch.Tensor, weights: torch.Tensor, sigma
     return (err * weights).sum(1) / weights.sum(1)
 
 
+@torch.no_grad()
+def denoising_error(model: ReLUDAE, x: torch.Tensor, sigma: float, seed: int = 0) -> float:
+    """The training objective on any images x (n, d) of a single DAE: the mean of ||f(x + sigma eps) - x||^2, with
+    seeded noise. Evaluated on training and on held-out images with the same seed, the two differ only by the
+    images: how far a model's denoising carries over to images it never saw."""
+    g = torch.Generator().manual_seed(seed)
+    return float(denoising_loss(model, x[None], torch.ones(1, len(x)), sigma, g)[0])
+
+
 def train_dae(model: ReLUDAE, data: torch.Tensor | list[torch.Tensor], cfg: DAETraining, progress: bool = True,
               log_every: int = 100, desc: str = "training DAE") -> TrainLog:
     """Train every DAE of the bank on its own data set (data[m] for model m; a single (n, d) tensor for M = 1).

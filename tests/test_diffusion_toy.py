@@ -50,3 +50,18 @@ def test_unit_norm_copy_rule_counts_dim_copies():
     dim_copies = 0.3 * train[:4]
     assert metrics.memorized_fraction(dim_copies, train, unit_norm=True) == 1.0
     assert metrics.memorized_fraction(dim_copies, train) < 1.0
+
+
+def test_toy_denoising_error_is_the_objective_on_given_images():
+    """Every image once at a seeded sigma: the same seed gives the same number, and a model that outputs zero scores
+    the images' mean squared norm (the mean-image baseline of notebook 04)."""
+    from replib.diffusion import toy_denoising_error
+
+    x = torch.randn(50, 12, generator=torch.Generator().manual_seed(0))
+    cfg = ToyTraining(steps=1)
+    model = ToyDiffusionDAE(12, 8, seed=0)
+    assert toy_denoising_error(model, x, cfg, seed=3) == toy_denoising_error(model, x, cfg, seed=3)
+    assert toy_denoising_error(model, x, cfg, seed=3) != toy_denoising_error(model, x, cfg, seed=4)
+    with torch.no_grad():
+        model.W.zero_()
+    assert toy_denoising_error(model, x, cfg) == pytest.approx(float(x.pow(2).sum(1).mean()), rel=1e-5)

@@ -1,4 +1,5 @@
 """The library path: a small diffusers UNet trained with DDPM noise (cached) and sampled with DDIM."""
+import pytest
 import torch
 
 from replib import data
@@ -45,3 +46,19 @@ def test_pad_to_32_uses_background():
     assert imgs.shape == (2, 1, 32, 32)
     assert torch.equal(imgs[:, :, 2:30, 2:30], x.reshape(2, 1, 28, 28))
     assert (imgs[:, :, :2] == -1).all() and (imgs[:, :, :, 30:] == -1).all()
+
+
+def test_unet_denoising_error_scores_zero_noise_as_one():
+    """Predicting zero noise scores the mean squared noise, about 1; the same seed gives the same number, in batches
+    of any size."""
+    from replib.diffusion import unet_denoising_error
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return type("Out", (), {"sample": torch.zeros_like(x)})()
+
+    imgs = torch.rand(300, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert unet_denoising_error(Zero(), imgs) == pytest.approx(1.0, abs=0.02)
+    unet = small_unet(8, channels=(8, 16), norm_groups=4).eval()
+    assert unet_denoising_error(unet, imgs[:40], seed=1) == pytest.approx(
+        unet_denoising_error(unet, imgs[:40], seed=1, batch_size=7), rel=1e-5)

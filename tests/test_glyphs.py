@@ -341,3 +341,21 @@ def test_with_duplicates_repeats_the_first_pairs():
         assert all(torch.equal(train.images[j], base.images[i]) for j in rows)
     with pytest.raises(ParameterError, match="n_duplicated"):
         with_duplicates(base, 13, 5)
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_caption_agreement_reads_the_caption_back_and_fails_at_chance(size):
+    """Rendered images agree with their own captions; the same images against shuffled captions, and noise, agree
+    only by chance: the measure fails for a model that ignores the caption."""
+    s = make_glyph_set(1000, size=size, seed=3)
+    own = glyphs.caption_agreement(s.images, s.attributes)
+    assert list(own.columns) == ["background", "glyph colour", "size", "position", "all"]
+    assert own[["background", "glyph colour", "size"]].all().all() and own["all"].mean() >= 0.99
+    shuffled = s.attributes.iloc[np.random.default_rng(0).permutation(len(s))].reset_index(drop=True)
+    other = glyphs.caption_agreement(s.images, shuffled).mean()
+    noise = torch.rand(s.images.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    random = glyphs.caption_agreement(noise, s.attributes).mean()
+    for chance in (other, random):
+        assert chance["background"] < 0.2 and chance["glyph colour"] < 0.2 and chance["all"] < 0.05
+    with pytest.raises(ParameterError, match="attributes"):
+        glyphs.caption_agreement(s.images[:3], s.attributes)

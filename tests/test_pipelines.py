@@ -178,3 +178,19 @@ def test_to_pixels_takes_tensors_pil_and_paths(tmp_path):
     assert pipelines.to_pixels(paths, 1, 16).shape == (2, 1, 16, 16)
     with pytest.raises(ValueError, match="expected"):
         pipelines.to_pixels(x, 1, 16)
+
+
+def test_abruptness_tells_a_jump_from_a_smooth_move():
+    """An image that moves by equal amounts at each alpha scores 1/(steps); one that stays and then jumps scores 1;
+    one that never moves, NaN."""
+    base = torch.zeros(3, 3, 4, 4)
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    moves = {  # per prompt, how far the image has moved at each alpha
+        0: [0, 0.1, 0.2, 0.3, 0.4],   # smooth
+        1: [0, 0, 0, 0, 0.8],        # resists, then jumps
+        2: [0, 0, 0, 0, 0],          # never moves
+    }
+    sweep = {a: pipelines.Generations(None, base + torch.tensor([moves[p][k] for p in range(3)])[:, None, None, None],
+                                      [], 0.0) for k, a in enumerate(alphas)}
+    shape = steering.abruptness(sweep)
+    assert shape[0] == pytest.approx(0.25) and shape[1] == pytest.approx(1.0) and np.isnan(shape[2])

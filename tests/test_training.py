@@ -6,7 +6,8 @@ import torch
 from replib.dae import ReLUDAE
 from replib.data import simplex_samples
 from replib.params import ParameterError
-from replib.training import DAETraining, denoising_loss, lr_factor, penalty_lambda, train_dae
+from replib.metrics import generalization_failures, heldout_table
+from replib.training import DAETraining, denoising_error, denoising_loss, lr_factor, penalty_lambda, train_dae
 
 
 def _copy_init(bank: ReLUDAE, source: int = 0) -> ReLUDAE:
@@ -247,3 +248,27 @@ def test_train_dae_rejects_wrong_number_of_sets():
     bank = ReLUDAE(4, 2, n_models=2)
     with pytest.raises(ValueError):
         train_dae(bank, [torch.zeros(2, 4)] * 3, DAETraining(steps=1), progress=False)
+
+
+def test_heldout_denoising_tells_generalizing_from_memorizing_and_untrained():
+    """The generalization check of notebooks 02, 04 and 05 on a DAE that learns a rank-3 Gaussian from 2,000 samples:
+    it passes; a DAE trained on 3 samples fails the held-out / train ratio; an untrained one fails the baseline."""
+    basis = torch.randn(3, 20, generator=torch.Generator().manual_seed(0)) / 3
+    def draw(n, seed):
+        return torch.randn(n, 3, generator=torch.Generator().manual_seed(seed)) @ basis
+    big, few, held = draw(2000, 1), draw(3, 2), draw(500, 3)
+    cfg = DAETraining(sigma=0.3, steps=1500, optimizer="adam", lr=1e-2, batch_size=128, seed=0)
+    gen, mem, untrained = ReLUDAE(20, 16), ReLUDAE(20, 16), ReLUDAE(20, 16)
+    train_dae(gen, big, cfg, progress=False)
+    train_dae(mem, few, cfg, progress=False)
+    own = {"generalizing": big[:500], "memorizing": few[torch.arange(500) % 3], "untrained": big[:500]}
+    models = {"generalizing": gen, "memorizing": mem, "untrained": untrained}
+    table = heldout_table({k: (denoising_error(m, own[k], 0.3), denoising_error(m, held, 0.3)) for k, m in models.items()},
+                          baseline=held.pow(2).sum(1).mean().item())
+    assert not generalization_failures(table.loc["generalizing"], 1.2, 0.5)
+    assert table.loc["memorizing", "held-out / train"] > 5
+    assert ["training error" in f for f in generalization_failures(table.loc["memorizing"], 1.2, 0.5)] == [True]
+    assert table.loc["untrained", "held-out / baseline"] > 0.5
+    assert generalization_failures(table.loc["untrained"], 1.2, 0.5)
+    assert denoising_error(gen, held, 0.3, seed=4) == denoising_error(gen, held, 0.3, seed=4)
+    assert denoising_error(gen, held, 0.0) == pytest.approx(float((gen(held) - held).pow(2).sum(1).mean()), rel=1e-6)
