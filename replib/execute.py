@@ -137,6 +137,9 @@ def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selecti
     if profile not in PROFILES:
         raise SystemExit(f"--profile {profile!r} is not allowed: choose one of {PROFILES}")
     out.mkdir(parents=True, exist_ok=True)
+    # The kernels inherit this: with no front-end to draw them, the widget explorers plot once instead of waiting
+    # for a slider (measured: notebook 07's explorer otherwise never returned under papermill).
+    os.environ.setdefault("REPLIB_STATIC", "1")
     env = None if prepare_only else environment()
     times = {}
     for src in find_notebooks(selection):

@@ -106,7 +106,9 @@ class T2ITraining(UNetTraining):
         return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
 
 
-def _build(cfg: T2ITraining, sample_size: int, in_channels: int) -> TextToImage:
+def build_model(cfg: T2ITraining, sample_size: int = 16, in_channels: int = 3) -> TextToImage:
+    """The untrained pair that `train_text2image` starts from (seeded by `cfg.seed`): also the control that a
+    claim about the trained model must fail on."""
     from .text import small_text_encoder
 
     torch.manual_seed(cfg.seed)
@@ -142,7 +144,7 @@ def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: 
     cache: dict[str, torch.Tensor] = {}
 
     def make():
-        model = _build(cfg, images.shape[-1], images.shape[1])
+        model = build_model(cfg, images.shape[-1], images.shape[1])
         model.text_encoder.requires_grad_(False).eval()
         with torch.no_grad():  # every distinct caption encoded once; the last row is the empty caption
             cache["text"] = model.text_encoder(torch.cat([distinct, tokenize(tokenizer, [""])]))[0]
