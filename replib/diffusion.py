@@ -223,9 +223,11 @@ def unet_denoising_error(unet, images: torch.Tensor, seed: int = 0, num_train_ti
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=g)
     t = torch.randint(0, num_train_timesteps, (len(images),), generator=g)
-    errors = [(unet(scheduler.add_noise(images[i:i + batch_size], noise[i:i + batch_size], t[i:i + batch_size]),
-                    t[i:i + batch_size]).sample - noise[i:i + batch_size]).pow(2).flatten(1).mean(1)
-              for i in range(0, len(images), batch_size)]
+    errors = []
+    for start in range(0, len(images), batch_size):
+        part = slice(start, start + batch_size)
+        pred = unet(scheduler.add_noise(images[part], noise[part], t[part]), t[part]).sample
+        errors.append((pred - noise[part]).pow(2).flatten(1).mean(1))
     return float(torch.cat(errors).mean())
 
 

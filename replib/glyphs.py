@@ -580,6 +580,12 @@ def background_colours(images: torch.Tensor) -> list[str]:
     return [COLOURS[int(i)] for i in _background_index(_as_batch(images), None)]
 
 
+def _span(hit: torch.Tensor) -> torch.Tensor:
+    """(n, S) bool, which rows (or columns) hold a glyph pixel -> (n,) how many rows lie from the first to the last."""
+    first, last = hit.int().argmax(1), hit.shape[1] - 1 - hit.flip(1).int().argmax(1)
+    return torch.where(hit.any(1), last - first + 1, 0)
+
+
 def caption_agreement(images: torch.Tensor, attributes: pd.DataFrame) -> pd.DataFrame:
     """Per image, whether what it shows agrees with what its caption (one row of `attributes`) says, read back by
     the measurements above: positive evidence that a text-to-image model *follows* a caption it did not copy.
@@ -597,9 +603,7 @@ def caption_agreement(images: torch.Tensor, attributes: pd.DataFrame) -> pd.Data
     backgrounds = background_colours(x)
     _, index, coverage = decompose(x, backgrounds)
     glyph = coverage >= 0.5
-    rows, cols = glyph.any(2), glyph.any(1)  # (n, S): which rows / columns hold a glyph pixel
-    span = lambda m: torch.where(m.any(1), size - m.flip(1).int().argmax(1) - m.int().argmax(1), 0)  # noqa: E731
-    large = torch.maximum(span(rows), span(cols)) > size // 2 + 2 * max(1, size // 16)
+    large = torch.maximum(_span(glyph.any(2)), _span(glyph.any(1))) > size // 2 + 2 * max(1, size // 16)
     grid = torch.arange(size) + 0.5
     ink = glyph.float().sum((1, 2)).clamp_min(1)
     centroid = torch.stack([(glyph.sum(2) * grid).sum(1) / ink, (glyph.sum(1) * grid).sum(1) / ink], 1)  # (row, col)
