@@ -135,7 +135,8 @@ def detection_summary(scores, labels) -> dict[str, float]:
             "threshold": float(threshold)}
 
 
-def heldout_table(errors: dict[str, tuple[float, float]], baseline: float | dict[str, float]) -> "pd.DataFrame":
+def heldout_table(errors: dict[str, tuple[float, float]], baseline: float | dict[str, float], max_ratio: float,
+                  max_share: float) -> "pd.DataFrame":
     """Generalization measured positively: one row per model, its training objective on training images and on
     held-out images (the same noise draws), their ratio, and the held-out error as a share of `baseline`, the error
     of a denoiser that learnt nothing about the images (the mean image for a DAE, zero noise for a noise predictor;
@@ -143,13 +144,15 @@ def heldout_table(errors: dict[str, tuple[float, float]], baseline: float | dict
 
     A generalizing model denoises images it never saw about as well as its own (ratio near 1) *and* well (a small
     share of the baseline); a memorizing one fails the first (its held-out error is many times its training error),
-    an untrained or barely trained one the second."""
+    an untrained or barely trained one the second. The column "generalizes" says which rows pass both bars
+    (`generalization_failures`)."""
     import pandas as pd
 
     table = pd.DataFrame(errors, index=["train error", "held-out error"]).T
     table["held-out / train"] = table["held-out error"] / table["train error"]
     table["held-out / baseline"] = table["held-out error"] / (pd.Series(baseline) if isinstance(baseline, dict)
                                                               else baseline)
+    table["generalizes"] = [not generalization_failures(row, max_ratio, max_share) for _, row in table.iterrows()]
     return table
 
 

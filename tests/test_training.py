@@ -264,7 +264,8 @@ def test_heldout_denoising_tells_generalizing_from_memorizing_and_untrained():
     own = {"generalizing": big[:500], "memorizing": few[torch.arange(500) % 3], "untrained": big[:500]}
     models = {"generalizing": gen, "memorizing": mem, "untrained": untrained}
     table = heldout_table({k: (denoising_error(m, own[k], 0.3), denoising_error(m, held, 0.3)) for k, m in models.items()},
-                          baseline=held.pow(2).sum(1).mean().item())
+                          baseline=held.pow(2).sum(1).mean().item(), max_ratio=1.2, max_share=0.5)
+    assert list(table["generalizes"]) == [True, False, False]
     assert not generalization_failures(table.loc["generalizing"], 1.2, 0.5)
     assert table.loc["memorizing", "held-out / train"] > 5
     assert ["training error" in f for f in generalization_failures(table.loc["memorizing"], 1.2, 0.5)] == [True]
