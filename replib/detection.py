@@ -181,18 +181,21 @@ def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, 
 
 
 def detector_table(results: dict[str, dict], labels) -> "pd.DataFrame":
-    """One row per detector: AUROC, TPR@1%FPR (threshold = 99th percentile of the negatives' scores, see
-    `metrics.detection_summary`), seconds per sample and UNet evaluations per sample.
+    """One row per detector: AUROC with its bootstrap 95% interval (`metrics.auroc_interval`), TPR@1%FPR (threshold =
+    99th percentile of the negatives' scores, see `metrics.detection_summary`), seconds per sample and UNet
+    evaluations per sample.
 
     results: {name: {"scores": (n,), "seconds": total wall seconds for the n samples, "unet_calls": per sample}}."""
     import pandas as pd
 
-    from .metrics import detection_summary
+    from .metrics import auroc_interval, detection_summary
 
     rows = []
     for name, r in results.items():
         summary = detection_summary(r["scores"], labels)
-        rows.append({"detector": name, "AUROC": summary["AUROC"], "TPR@1%FPR": summary["TPR@1%FPR"],
+        low, high = auroc_interval(r["scores"], labels)
+        rows.append({"detector": name, "AUROC": summary["AUROC"], "AUROC 95% low": low, "AUROC 95% high": high,
+                     "TPR@1%FPR": summary["TPR@1%FPR"],
                      "s / sample": r["seconds"] / len(r["scores"]), "UNet calls / sample": r["unet_calls"]})
     return pd.DataFrame(rows).set_index("detector")
 

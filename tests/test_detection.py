@@ -81,6 +81,21 @@ def test_detector_table():
     assert list(table.index) == ["perfect", "noise"]
     assert table.loc["perfect", "AUROC"] == 1.0 and table.loc["perfect", "TPR@1%FPR"] == 1.0
     assert table.loc["perfect", "s / sample"] == 0.02 and table.loc["noise", "UNet calls / sample"] == 2
+    assert table.loc["perfect", "AUROC 95% low"] == table.loc["perfect", "AUROC 95% high"] == 1.0
+    low, high = table.loc["noise", ["AUROC 95% low", "AUROC 95% high"]]
+    assert low < table.loc["noise", "AUROC"] < high and low < 0.5 < high and high - low > 0.15  # 10 positives: wide
+
+
+def test_auroc_interval_is_seeded_and_narrows_with_more_samples():
+    rng = np.random.default_rng(0)
+    def draw(n):
+        labels = np.r_[np.ones(n), np.zeros(n)]
+        return rng.normal(size=2 * n) + labels, labels  # a real but partial separation (AUROC about 0.76)
+    small, large = draw(20), draw(2000)
+    assert metrics.auroc_interval(*small, seed=3) == metrics.auroc_interval(*small, seed=3)
+    (lo_s, hi_s), (lo_l, hi_l) = metrics.auroc_interval(*small), metrics.auroc_interval(*large, n_boot=200)
+    assert hi_l - lo_l < 0.5 * (hi_s - lo_s)
+    assert lo_l < 0.76 < hi_l
 
 
 def test_beside_published_keeps_each_source_apart():
