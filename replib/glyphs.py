@@ -468,6 +468,18 @@ def holdout_split(glyphs: GlyphSet, frac: float, seed: int) -> tuple[np.ndarray,
     return np.nonzero(~is_held)[0].astype(np.int64), np.nonzero(is_held)[0].astype(np.int64)
 
 
+def unseen(n: int, size: int, seen_captions, seed: int) -> GlyphSet:
+    """`n` rendered glyphs whose captions are not in `seen_captions`: crisp real images a model trained on those
+    captions never saw (the control of a memorization detector, which must not flag them)."""
+    n = check_int("n", n, 1)
+    seen = set(seen_captions)
+    pool = make_glyph_set(2 * n + len(seen), size, seed=seed)
+    keep = [i for i, c in enumerate(pool.captions) if c not in seen][:n]
+    if len(keep) < n:
+        raise ParameterError(f"parameter n={n!r} is not allowed: only {len(keep)} unseen captions were drawn")
+    return pool.subset(keep)
+
+
 def with_duplicates(glyphs: GlyphSet, n_duplicated: int, copies: int) -> tuple[GlyphSet, torch.Tensor]:
     """A training set in which the first `n_duplicated` (caption, image) pairs of `glyphs` appear `copies` times each
     and every other pair once: how web-scale data duplicates some images, and what makes a model memorize them.
@@ -496,6 +508,14 @@ def _as_batch(images: torch.Tensor) -> torch.Tensor:
 def _nearest(pixels01: torch.Tensor) -> torch.Tensor:
     """Index of the nearest palette colour of each pixel (..., 3) in [0, 1]."""
     return ((pixels01[..., None, :] - _PALETTE_01) ** 2).sum(-1).argmin(-1)
+
+
+def off_palette(images: torch.Tensor) -> torch.Tensor:
+    """How far each image's pixels lie from the 8 palette colours, on average (RGB distance in [0, 1] units): near 0
+    for a rendered glyph (only antialiased edges fall between colours), larger for a blotchy generation. A score that
+    reads only this cleanliness is the confound a memorization detector's crisp-image control must rule out."""
+    p = ((_as_batch(images) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+    return ((p[..., None, :] - _PALETTE_01) ** 2).sum(-1).min(-1).values.sqrt().mean((1, 2))
 
 
 def _background_index(images: torch.Tensor, background: str | Sequence[str] | None) -> torch.Tensor:

@@ -359,3 +359,11 @@ def test_caption_agreement_reads_the_caption_back_and_fails_at_chance(size):
         assert chance["background"] < 0.2 and chance["glyph colour"] < 0.2 and chance["all"] < 0.05
     with pytest.raises(ParameterError, match="attributes"):
         glyphs.caption_agreement(s.images[:3], s.attributes)
+
+
+def test_off_palette_is_near_zero_for_rendered_glyphs_and_grows_with_blotches():
+    images = glyphs.make_glyph_set(16, 16, seed=0).images
+    clean = glyphs.off_palette(images)
+    blotchy = glyphs.off_palette((images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1))
+    assert clean.shape == (16,) and clean.max() < 0.1  # antialiased edges only
+    assert (blotchy > clean + 0.05).all()

@@ -138,3 +138,4 @@ def test_auroc_matches_pair_counting():
 def test_trend_sign():
     assert trend([1, 2, 3, 4], [9, 7, 4, 0]) == pytest.approx(-1.0)
     assert trend([1, 2, 3, 4], [0, 1, 5, 6]) == pytest.approx(1.0)
+

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from replib import data, detection, glyphs, metrics, pipelines, steering
+from replib import data, detection, glyphs, metrics, steering
 from replib.diffusion import sample_ddim, small_unet
 from replib.execute import NOTEBOOKS, default_parameters, smoke_parameters
 
@@ -43,22 +43,22 @@ def untrained_t2i():
 
 
 def test_06_untrained_text_to_image_model_fails_every_bar(untrained_t2i):
-    """Notebook 06's smoke set-up (2 duplicated captions x 16 seeds, 32 captions seen once) on an untrained model:
-    nothing is copied (MIN_COPIED), no caption is followed beyond chance (FOLLOW_BARS), and the paper's detector
-    does not separate the groups (MIN_AUROC)."""
-    distinct = glyphs.make_glyph_set(102, 16, seed=0)
-    rows = np.r_[np.tile(np.arange(2), 16), np.arange(2, 34)]
-    labels = np.r_[np.ones(32), np.zeros(32)].astype(int)
-    gen = pipelines.generate(untrained_t2i, [distinct.captions[i] for i in rows], seeds=1000, steps=25,
-                             guidance_scale=3.0, progress=False)
-    ratio, nearest = metrics.nn_distance_ratio(gen.images, distinct.images)
-    copied = ((ratio < 1 / 3) & (nearest == torch.as_tensor(rows))).numpy()
-    follows = glyphs.caption_agreement(gen.images[labels == 0],
+    """Notebook 06's smoke set-up (2 duplicated captions x 16 seeds, N_NEGATIVES captions seen once) on an untrained
+    model: nothing is copied (MIN_COPIED), no caption is followed beyond chance (FOLLOW_BARS), and the paper's
+    detector does not separate the groups (MIN_AUROC)."""
+    from replib import t2i_benchmark
+
+    smoke = bars("06")[1]
+    distinct, _, is_dup = t2i_benchmark.Mix(smoke["N_DISTINCT"], smoke["N_DUPLICATED"], 2, 1).glyphs(16, seed=0)
+    groups = t2i_benchmark.generate_groups(untrained_t2i, distinct, is_dup, smoke["SEEDS_PER_PROMPT"],
+                                           smoke["N_NEGATIVES"], steps=25, guidance=3.0, seed=0)
+    labels, rows = groups.labels, groups.rows
+    follows = glyphs.caption_agreement(groups.gen.images[labels == 0],
                                        distinct.attributes.iloc[rows[labels == 0]].reset_index(drop=True)).mean()
-    scores = detection.paper_scores(untrained_t2i, gen.latents, "up_blocks.0.resnets.1.nonlinearity", seed=0)
+    scores = detection.paper_scores(untrained_t2i, groups.gen.latents, "up_blocks.0.resnets.1.nonlinearity", seed=0)
     auroc = metrics.auroc(scores, labels)
     for p in bars("06"):
-        assert copied[labels == 1].mean() < p["MIN_COPIED"]
+        assert groups.copied[labels == 1].mean() < p["MIN_COPIED"]
         for attribute, bar in p["FOLLOW_BARS"].items():
             assert follows[attribute] < bar, (attribute, follows[attribute], bar)
         assert auroc < p["MIN_AUROC"]

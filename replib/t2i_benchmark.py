@@ -1,0 +1,239 @@
+"""The memorization-detection benchmark of notebook 06 on a glyph text-to-image pipeline.
+
+Two groups of generations with the same sampler: captions of the duplicated (caption, image) pairs, several seeds each
+(label 1), and captions seen once in training, one seed each (label 0). Gu et al.'s d1/d2 rule says which generations
+copy their caption's training image; every detector scores the same generations; a control of crisp rendered glyphs
+the model never saw checks that the paper's detector reads memorization and not sharpness. The notebook runs it on
+two training mixes (duplicated pairs most of the rows, and a web-like share of at most 10%) and tabulates both.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import detection, metrics, pipelines
+from .glyphs import GlyphSet, make_glyph_set, with_duplicates
+from .params import ParameterError, check_int
+
+WEN_SEED_STRIDE = 100_000  # the extra generations of Wen et al.'s k-generation score start from seed + j * stride
+MIX_KEYS = ("n_distinct", "n_duplicated", "copies", "steps", "batch_size")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A training mix: `n_distinct` pairs seen once plus `n_duplicated` pairs repeated `copies` times, trained for
+    `steps` steps of `batch_size` rows."""
+
+    n_distinct: int
+    n_duplicated: int
+    copies: int
+    steps: int
+    batch_size: int = 32
+
+    @classmethod
+    def from_parameter(cls, name: str, value: dict, max_share: float = 1.0) -> Mix:
+        """A mix from a notebook parameter (a dict with the keys MIX_KEYS), every value checked and named, and its
+        duplicated share at most `max_share`."""
+        if not isinstance(value, dict) or set(value) != set(MIX_KEYS):
+            raise ParameterError(f"parameter {name}={value!r} is not allowed: it must be a dict with the keys "
+                                 + ", ".join(MIX_KEYS))
+        lows = {"n_distinct": 20, "n_duplicated": 1, "copies": 2, "steps": 1, "batch_size": 1}
+        mix = cls(**{k: check_int(f"{name}[{k!r}]", value[k], lows[k]) for k in MIX_KEYS})
+        if mix.share > max_share:
+            raise ParameterError(f"parameter {name}={value!r} is not allowed: its duplicated rows are {mix.share:.1%} "
+                                 f"of the training set; at most {max_share:.0%} is allowed")
+        return mix
+
+    @property
+    def rows(self) -> int:
+        return self.n_distinct + self.n_duplicated * self.copies
+
+    @property
+    def share(self) -> float:
+        """The duplicated pairs' share of the training rows."""
+        return self.n_duplicated * self.copies / self.rows
+
+    @property
+    def exposures(self) -> float:
+        """How often training sees each duplicated pair (in expectation): steps x batch x copies / rows."""
+        return self.steps * self.batch_size * self.copies / self.rows
+
+    def glyphs(self, size: int, seed: int) -> tuple[GlyphSet, GlyphSet, torch.Tensor]:
+        """(the distinct pairs, the training set with the first `n_duplicated` pairs repeated, is_duplicated over the
+        distinct pairs)."""
+        distinct = make_glyph_set(self.n_distinct + self.n_duplicated, size, seed=seed)
+        return (distinct, *with_duplicates(distinct, self.n_duplicated, self.copies))
+
+
+@dataclass
+class Groups:
+    """The benchmark's generations: `rows[i]` is the distinct pair whose caption `prompts[i]` is; `labels[i]` = 1 for
+    a duplicated pair. Wen et al.'s guidance norm is recorded during generation (first step, mean of all steps)."""
+
+    prompts: list[str]
+    rows: np.ndarray
+    labels: np.ndarray
+    seeds: list[int]
+    gen: pipelines.Generations
+    wen_first: np.ndarray
+    wen_all: np.ndarray
+    ratio: torch.Tensor
+    nearest: torch.Tensor
+    steps: int
+
+    @property
+    def copied(self) -> np.ndarray:
+        """Gu et al.'s rule with identity: d1/d2 < 1/3 and the nearest distinct training image is the caption's own."""
+        return ((self.ratio < 1 / 3) & (self.nearest == torch.as_tensor(self.rows))).numpy()
+
+    def copy_table(self) -> pd.DataFrame:
+        """Per group: share of copies, share whose nearest training image is the caption's own, median d1/d2."""
+        frame = pd.DataFrame({"group": np.where(self.labels == 1, "memorized", "other"), "copied": self.copied,
+                              "own": (self.nearest == torch.as_tensor(self.rows)).numpy(), "d1/d2": self.ratio.numpy()})
+        return frame.groupby("group").agg(**{"generations": ("copied", "size"),
+                                             "copies its training image": ("copied", "mean"),
+                                             "nearest is its training image": ("own", "mean"),
+                                             "median d1/d2": ("d1/d2", "median")})
+
+
+def generate_groups(pipe, distinct: GlyphSet, is_dup, seeds_per_prompt: int, n_negatives: int, steps: int,
+                    guidance: float, seed: int) -> Groups:
+    """Generate the two groups: every duplicated caption with `seeds_per_prompt` seeds, then the first `n_negatives`
+    captions seen once with one seed each (seeds seed + 1000, + 1001, ... in that order)."""
+    is_dup = np.asarray(is_dup, dtype=bool)
+    dup_rows, once = np.flatnonzero(is_dup), np.flatnonzero(~is_dup)
+    check_int("seeds_per_prompt", seeds_per_prompt, 1)
+    if not 1 <= n_negatives <= len(once):
+        raise ParameterError(f"parameter n_negatives={n_negatives!r} is not allowed: it must be between 1 and the "
+                             f"{len(once)} captions seen once")
+    rows = np.r_[np.tile(dup_rows, seeds_per_prompt), once[:n_negatives]]
+    labels = np.r_[np.ones(len(dup_rows) * seeds_per_prompt), np.zeros(n_negatives)].astype(int)
+    prompts = [distinct.captions[i] for i in rows]
+    seeds = pipelines.per_prompt_seeds(prompts, seed + 1000)
+    with detection.record_guidance(pipe) as recorder:
+        gen = pipelines.generate(pipe, prompts, seeds=seeds, steps=steps, guidance_scale=guidance)
+    wen_first, wen_all = recorder.scores(steps)
+    ratio, nearest = metrics.nn_distance_ratio(gen.images, distinct.images)
+    return Groups(prompts, rows, labels, seeds, gen, wen_first, wen_all, ratio, nearest, steps)
+
+
+def wen_scores(pipe, groups: Groups, generations: int) -> np.ndarray:
+    """Wen et al.'s first-step norm averaged over `generations` starting noises per prompt (theirs: n = 1 and 4): the
+    generation's own seed, then seed + j * WEN_SEED_STRIDE."""
+    check_int("generations", generations, 1)
+    runs = [detection.wen_first_step_scores(pipe, groups.prompts, [s + j * WEN_SEED_STRIDE for s in groups.seeds],
+                                            steps=groups.steps) for j in range(generations)]
+    return np.mean(runs, axis=0)
+
+
+def compare_detectors(pipe, groups: Groups, train_images: torch.Tensor, layer: str, timestep: int, pool: str,
+                      seed: int, wen_generations: int = 4) -> dict[str, dict]:
+    """Every detector on the same generations, timed: {name: {"scores", "seconds", "unet_calls"}} for
+    `detection.detector_table`. The one-step Wen score is recomputed on its own and must equal the first step recorded
+    during generation (a check that the two code paths measure the same thing)."""
+    results = {}
+
+    def timed(name, unet_calls, score):
+        t0 = time.perf_counter()
+        scores = score()
+        results[name] = {"scores": np.asarray(scores), "seconds": time.perf_counter() - t0, "unet_calls": unet_calls}
+
+    timed("paper (std, empty prompt)", 1,
+          lambda: detection.paper_scores(pipe, groups.gen.latents, layer, timestep=timestep, pool=pool, seed=seed))
+    timed("Wen et al., first step", 2, lambda: wen_scores(pipe, groups, 1))
+    if not np.allclose(results["Wen et al., first step"]["scores"], groups.wen_first, rtol=1e-4, atol=1e-5):
+        raise RuntimeError("Wen et al.'s one-step score differs from the first step recorded during generation")
+    if wen_generations > 1:
+        timed(f"Wen et al., first step, {wen_generations} generations", 2 * wen_generations,
+              lambda: wen_scores(pipe, groups, wen_generations))
+    results["Wen et al., all steps"] = {"scores": groups.wen_all, "seconds": groups.gen.seconds,
+                                        "unet_calls": 2 * groups.steps}
+    timed("nearest neighbour (1 - d1/d2)", 0,
+          lambda: 1 - metrics.nn_distance_ratio(groups.gen.images, train_images)[0].numpy())
+    return results
+
+
+def caption_halves(groups: Groups, seed: int) -> np.ndarray:
+    """A calibration mask that splits the generations **by caption**: half of the duplicated captions and half of the
+    others (chosen with `seed`) are for calibration, so a layer chosen there is tested on captions it never saw."""
+    rng = np.random.default_rng(seed)
+    calib_rows = set()
+    for label in (1, 0):
+        rows = np.unique(groups.rows[groups.labels == label])
+        calib_rows |= set(rng.permutation(rows)[: max(1, len(rows) // 2)].tolist())
+    return np.isin(groups.rows, list(calib_rows))
+
+
+def calibrated_layer(pipe, groups: Groups, layers: list[str], timestep: int, pool: str, seed: int,
+                     fixed_layer: str) -> dict:
+    """Choose the paper detector's layer on a calibration half (`caption_halves`) by AUROC, then score the other
+    half: {"layer", "calibration AUROC", "test AUROC", "test interval", "fixed layer test AUROC"}."""
+    calib = caption_halves(groups, seed)
+    test = ~calib
+    reps = detection.paper_representations(pipe, groups.gen.latents, list(dict.fromkeys([*layers, fixed_layer])),
+                                           timestep, pool, seed=seed)
+    scores = {name: metrics.representation_std(h).numpy() for name, h in reps.items()}
+    on_calib = {name: metrics.auroc(scores[name][calib], groups.labels[calib]) for name in layers}
+    best = max(on_calib, key=on_calib.get)
+    return {"layer": best, "calibration AUROC": on_calib[best],
+            "test AUROC": metrics.auroc(scores[best][test], groups.labels[test]),
+            "test interval": metrics.auroc_interval(scores[best][test], groups.labels[test]),
+            "fixed layer test AUROC": metrics.auroc(scores[fixed_layer][test], groups.labels[test]),
+            "test generations": int(test.sum())}
+
+
+def control_summary(scores: np.ndarray, labels: np.ndarray, control_scores: np.ndarray) -> dict[str, float]:
+    """The crisp-image control: with the threshold at the 99th percentile of the captions-seen-once scores (1% FPR),
+    the share of never-trained images flagged, beside the share of memorized generations flagged, and the AUROC of
+    memorized generations against the control images (near 1: the detector does not mistake crispness for
+    memorization)."""
+    scores, labels = np.asarray(scores), np.asarray(labels).astype(int)
+    threshold = np.percentile(scores[labels == 0], 99)
+    memorized = scores[labels == 1]
+    return {"control flagged": float((control_scores > threshold).mean()),
+            "memorized flagged": float((memorized > threshold).mean()),
+            "AUROC memorized vs control": metrics.auroc(np.r_[memorized, control_scores],
+                                                        np.r_[np.ones(len(memorized)), np.zeros(len(control_scores))])}
+
+
+def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame) -> dict:
+    """One row of the share -> memorized -> AUROC table: the training mix, the exposures of each duplicated pair,
+    the share of copies per group, and each detector's AUROC from `table`."""
+    copied = groups.copied
+    return {"duplicated share of rows": mix.share, "pairs x copies": f"{mix.n_duplicated} x {mix.copies}",
+            "rows": mix.rows, "exposures / duplicated pair": mix.exposures,
+            "memorized captions copied": copied[groups.labels == 1].mean(),
+            "others copied": copied[groups.labels == 0].mean(),
+            **{f"AUROC {name}": table.loc[name, "AUROC"] for name in table.index}}
+
+
+@dataclass
+class Benchmark:
+    """Everything the benchmark measures on one model: the groups, each detector's scores and table, the crisp-image
+    control and the layer chosen on a calibration half."""
+
+    groups: Groups
+    results: dict[str, dict]
+    table: pd.DataFrame
+    control: dict[str, float]
+    calibrated: dict
+
+
+def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives: int, steps: int, guidance: float,
+        layer: str, timestep: int, pool: str, seed: int, wen_generations: int, n_control: int) -> Benchmark:
+    """The whole benchmark on one model, in the order notebook 06 shows it step by step: `generate_groups`,
+    `compare_detectors`, the control (`n_control` unseen glyphs scored from their images), `calibrated_layer`."""
+    from .glyphs import unseen
+
+    groups = generate_groups(pipe, distinct, is_dup, seeds_per_prompt, n_negatives, steps, guidance, seed)
+    results = compare_detectors(pipe, groups, distinct.images, layer, timestep, pool, seed, wen_generations)
+    control_images = unseen(n_control, distinct.image_size, distinct.captions, seed + 1).images
+    control = control_summary(results["paper (std, empty prompt)"]["scores"], groups.labels,
+                              detection.paper_scores_from_images(pipe, control_images, layer, timestep, pool, seed))
+    calibrated = calibrated_layer(pipe, groups, detection.resnet_activation_layers(pipe.unet), timestep, pool, seed,
+                                  fixed_layer=layer)
+    return Benchmark(groups, results, detection.detector_table(results, groups.labels), control, calibrated)
