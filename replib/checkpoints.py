@@ -17,7 +17,6 @@ import os
 import pickle
 import pickletools
 import re
-import tempfile
 import time
 import warnings
 import zipfile
@@ -27,19 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-_ROOT = Path(__file__).resolve().parents[1]
-
-
-def cache_dir() -> Path:
-    """Where checkpoints live: $REPLIB_CACHE if set, else data/cache/ in a source checkout, else ~/.cache/replib."""
-    if os.environ.get("REPLIB_CACHE"):
-        path = Path(os.environ["REPLIB_CACHE"])
-    elif (_ROOT / "pyproject.toml").exists() and (_ROOT / "data").is_dir():
-        path = _ROOT / "data" / "cache"
-    else:
-        path = Path.home() / ".cache" / "replib"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+from .files import atomic_path, cache_dir  # noqa: F401  (cache_dir: checkpoints live there)
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -59,24 +46,17 @@ def plain_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path` (atomic on POSIX).
+    """torch.save to `path` atomically (`files.atomic_path`).
 
     The temporary file is read back with a safe load first (memory-mapped, so tensors are not copied): an object that
     `load_checked` would refuse raises a TypeError here, instead of being recomputed on every later run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
         try:
             torch.load(tmp, weights_only=True, mmap=True)
         except Exception as err:
             raise TypeError(f"{path.name} would not load safely ({_short(err)}): store only tensors, lists, dicts, "
                             "numbers and strings in a checkpoint, and rebuild richer objects after loading") from err
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _short(err: Exception) -> str:

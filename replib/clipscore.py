@@ -216,7 +216,7 @@ def build_standin_clip(folder: str | os.PathLike, seed: int = 0, image_size: int
 def standin_scorer(device: str = "cpu") -> ClipScorer:
     """The random stand-in CLIP, built once under the checkpoint cache (`clip-standin/`) and loaded through
     `load_clip_scorer`: for running the scoring code end to end when no CLIP model is here (numbers not meaningful)."""
-    from .checkpoints import cache_dir
+    from .files import cache_dir
 
     folder = cache_dir() / "clip-standin"
     if not (folder / STANDIN_MARK).exists():

@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .files import cache_dir as files_cache_dir, write_bytes_atomic
 
 ENV_VAR = "REPLIB_PROMPTS_DIR"
 DOWNLOAD_TIMEOUT = 20.0  # seconds a download may take
@@ -194,9 +195,7 @@ def _source(name: str) -> PromptSource:
 
 
 def _default_cache_dir() -> Path:
-    from .checkpoints import cache_dir  # imported here: checkpoints pulls in torch, which plain loading never needs
-
-    return cache_dir() / "prompts"
+    return files_cache_dir() / "prompts"
 
 
 def _find_local(source: PromptSource, folder: Path) -> Path:
@@ -220,15 +219,7 @@ def _download(source: PromptSource, path: Path, timeout: float) -> None:
             f"prompt set {source.name!r}: could not download {source.url} ({type(err).__name__}: {err}). "
             f"Offline? Download {source.filename} elsewhere and set {ENV_VAR}=/path/to/folder (or pass local_dir=)."
         ) from err
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes_atomic(data, path)
 
 
 def _read_checked(source: PromptSource, path: Path, delete_if_wrong: bool) -> bytes:

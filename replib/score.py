@@ -51,7 +51,8 @@ def shard_paths(out: Path) -> list[Path]:
 def results_path(name: str, loaded, **settings) -> Path:
     """Where a notebook keeps one prompt set's scores: a CSV per (set, model, dtype, settings) in the checkpoint cache,
     so a rerun, or a run with more prompts, resumes where the last one stopped instead of starting over."""
-    from .checkpoints import cache_dir, settings_key
+    from .checkpoints import settings_key
+    from .files import cache_dir
 
     key = settings_key({"model": loaded.source, "standin": loaded.standin, "dtype": str(loaded.dtype), **settings})
     return cache_dir() / "sd14-scores" / f"{name}-{key}.csv"

@@ -144,7 +144,7 @@ def load_or_standin(mode: str = "auto", path: str | os.PathLike | None = None, d
         except WeightsUnavailable:
             if mode == "real":
                 raise
-    from .checkpoints import cache_dir
+    from .files import cache_dir
 
     folder = Path(standin_dir) if standin_dir else cache_dir() / "sd14-standin"
     if not (folder / STANDIN_MARK).exists():

@@ -200,6 +200,29 @@ def control_summary(scores: np.ndarray, labels: np.ndarray, control_scores: np.n
                                                         np.r_[np.ones(len(memorized)), np.zeros(len(control_scores))])}
 
 
+def crisp_controls(pipe, groups: Groups, distinct: GlyphSet, n_control: int, layer: str, timestep: int, pool: str,
+                   seed: int) -> pd.DataFrame:
+    """`control_summary` for two crisp image sets, `n_control` rendered glyphs whose captions the model never saw
+    (`glyphs.unseen`) and the training images of the negatives' captions (seen once), each scored two ways: the
+    paper's detector from images, as the paper runs it, and cleanliness alone (`glyphs.off_palette`, negated), the
+    confound the control must catch. Generations are scored from their decoded images too, so both sides of every
+    comparison went through the same path. Index: (score, crisp images)."""
+    from .glyphs import off_palette, unseen
+
+    crisp = {"never trained on": unseen(n_control, distinct.image_size, distinct.captions, seed + 1).images,
+             "trained on once": distinct.images[groups.rows[groups.labels == 0]]}
+    scorers = {"paper's detector": lambda x: detection.paper_scores_from_images(pipe, x, layer, timestep, pool, seed),
+               "cleanliness (a confound)": lambda x: -off_palette(x).numpy()}
+    rows = []
+    for score_name, score in scorers.items():
+        on_generations = score(groups.gen.images)
+        for crisp_name, images in crisp.items():
+            rows.append({"score": score_name, "crisp images": crisp_name,
+                         "AUROC memorized vs other": metrics.auroc(on_generations, groups.labels),
+                         **control_summary(on_generations, groups.labels, score(images))})
+    return pd.DataFrame(rows).set_index(["score", "crisp images"])
+
+
 def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame) -> dict:
     """One row of the share -> memorized -> AUROC table: the training mix, the exposures of each duplicated pair,
     the share of copies per group, and each detector's AUROC from `table`."""
@@ -214,26 +237,27 @@ def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame) -> dict:
 @dataclass
 class Benchmark:
     """Everything the benchmark measures on one model: the groups, each detector's scores and table, the crisp-image
-    control and the layer chosen on a calibration half."""
+    controls (`crisp_controls`) and the layer chosen on a calibration half."""
 
     groups: Groups
     results: dict[str, dict]
     table: pd.DataFrame
-    control: dict[str, float]
+    controls: pd.DataFrame
     calibrated: dict
+
+    @property
+    def control(self) -> pd.Series:
+        """The paper's detector against the crisp glyphs the model never saw."""
+        return self.controls.loc[("paper's detector", "never trained on")]
 
 
 def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives: int, steps: int, guidance: float,
         layer: str, timestep: int, pool: str, seed: int, wen_generations: int, n_control: int) -> Benchmark:
     """The whole benchmark on one model, in the order notebook 06 shows it step by step: `generate_groups`,
-    `compare_detectors`, the control (`n_control` unseen glyphs scored from their images), `calibrated_layer`."""
-    from .glyphs import unseen
-
+    `compare_detectors`, `crisp_controls`, `calibrated_layer`."""
     groups = generate_groups(pipe, distinct, is_dup, seeds_per_prompt, n_negatives, steps, guidance, seed)
     results = compare_detectors(pipe, groups, distinct.images, layer, timestep, pool, seed, wen_generations)
-    control_images = unseen(n_control, distinct.image_size, distinct.captions, seed + 1).images
-    control = control_summary(results["paper (std, empty prompt)"]["scores"], groups.labels,
-                              detection.paper_scores_from_images(pipe, control_images, layer, timestep, pool, seed))
+    controls = crisp_controls(pipe, groups, distinct, n_control, layer, timestep, pool, seed)
     calibrated = calibrated_layer(pipe, groups, detection.resnet_activation_layers(pipe.unet), timestep, pool, seed,
                                   fixed_layer=layer)
-    return Benchmark(groups, results, detection.detector_table(results, groups.labels), control, calibrated)
+    return Benchmark(groups, results, detection.detector_table(results, groups.labels), controls, calibrated)

@@ -17,12 +17,12 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from .files import cache_dir as files_cache_dir, write_text_atomic
 from .params import ParameterError, check_int
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -92,35 +92,21 @@ def read_bpe(bpe: Path | None = None) -> tuple[dict[str, int], list[str]]:
     return vocab, [" ".join(p) for p in pairs]
 
 
-def _write_text_atomic(text: str, path: Path) -> None:
-    """Write `text` (UTF-8) to a temporary file in the same folder, then rename it over `path` (atomic on POSIX), so a
-    reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_tokenizer_files(bpe: Path | None = None, cache_dir: Path | None = None) -> tuple[Path, Path]:
     """Convert the BPE file to `vocab.json` and `merges.txt` (with the "#version: 0.2" header of Hugging Face's CLIP
-    tokenizers) in `cache_dir` (default: `replib.checkpoints.cache_dir() / "clip-tokenizer"`), unless files made from
+    tokenizers) in `cache_dir` (default: `replib.files.cache_dir() / "clip-tokenizer"`), unless files made from
     the same BPE file (same sha256) are already there. Returns (vocab_file, merges_file).
 
     Every file is written atomically and `source.json` (the BPE file's sha256) last, so an interrupted build is simply
     redone by the next call."""
     bpe = Path(bpe) if bpe is not None else bpe_path()
     if cache_dir is None:
-        from .checkpoints import cache_dir as default_cache
 
-        cache_dir = default_cache() / "clip-tokenizer"
+        cache_dir = files_cache_dir() / "clip-tokenizer"
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     vocab_file, merges_file, source = cache_dir / "vocab.json", cache_dir / "merges.txt", cache_dir / "source.json"
@@ -131,9 +117,9 @@ def write_tokenizer_files(bpe: Path | None = None, cache_dir: Path | None = None
         fresh = False
     if not fresh:
         vocab, merges = read_bpe(bpe)
-        _write_text_atomic(json.dumps(vocab, ensure_ascii=False), vocab_file)
-        _write_text_atomic("#version: 0.2\n" + "\n".join(merges) + "\n", merges_file)
-        _write_text_atomic(json.dumps(record, indent=1) + "\n", source)
+        write_text_atomic(json.dumps(vocab, ensure_ascii=False), vocab_file)
+        write_text_atomic("#version: 0.2\n" + "\n".join(merges) + "\n", merges_file)
+        write_text_atomic(json.dumps(record, indent=1) + "\n", source)
     return vocab_file, merges_file
 
 

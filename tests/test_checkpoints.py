@@ -275,3 +275,15 @@ def test_train_dae_cached_refuses_a_checkpoint_of_the_old_format(cache, counted_
     assert str(path) in message and "older replib" in message
     assert len(counted_train) == 2 and torch.equal(first.W1, again.W1)
     torch.load(path, weights_only=True)  # rewritten in the plain format
+
+
+def test_atomic_path_leaves_the_target_untouched_on_error(tmp_path):
+    from replib.files import atomic_path, write_text_atomic
+
+    target = tmp_path / "sub" / "file.txt"
+    write_text_atomic("old\n", target)
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old\n" and list(target.parent.iterdir()) == [target]

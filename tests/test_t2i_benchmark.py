@@ -132,5 +132,7 @@ def test_run_composes_every_step(setup):
                     guidance=3.0, layer=LAYER, timestep=10, pool="max", seed=0, wen_generations=1, n_control=5)
     np.testing.assert_array_equal(out.groups.gen.latents, groups.gen.latents)
     assert list(out.table.index) == list(out.results) and len(out.results) == 4
-    assert set(out.control) == {"control flagged", "memorized flagged", "AUROC memorized vs control"}
+    assert out.controls.shape == (4, 4)
+    assert set(out.control.index) == {"AUROC memorized vs other", "control flagged", "memorized flagged",
+                                      "AUROC memorized vs control"}
     assert out.calibrated["layer"] in detection.resnet_activation_layers(pipe.unet)
