@@ -31,11 +31,6 @@ def pool_features(x: torch.Tensor, pool: str = "max") -> torch.Tensor:
     return x.flatten(1)
 
 
-def module_names(model: nn.Module, contains: str = "") -> list[str]:
-    """Names of the model's submodules (those containing `contains`), the keys `capture_features` accepts."""
-    return [name for name, _ in model.named_modules() if name and contains in name]
-
-
 class FeatureStore(dict):
     """name -> pooled tensor of the chosen call; `all_calls[name]` keeps every call's tensor."""
 
