@@ -59,10 +59,14 @@ def concept_direction(concept: dict[str, torch.Tensor], baseline: dict[str, torc
 @contextmanager
 def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int, int] | None = None,
           conditional_only: bool = True) -> Iterator[dict]:
-    """While the block runs, every UNet call inside the step window [first, last] (0-based; the step is the call count
-    modulo the scheduler's `num_inference_steps`, one UNet call per step as in DDIM; None = all steps) adds alpha * v_l to the output of each block l. With classifier-free
-    guidance only the conditional half of the batch ([unconditional, conditional]) is pushed. Hooks are removed on
-    exit, also on error. Yields a dict with the running call counter (`calls`)."""
+    """While the block runs, every UNet call inside the sampling-step window [first, last] (0-based; None = all
+    steps) adds alpha * v_l to the output of each block l. With classifier-free guidance only the conditional half of
+    the batch ([unconditional, conditional]) is pushed. Hooks are removed on exit, also on error.
+
+    The step comes from the pipeline itself: pass the yielded `state["callback"]` as the pipeline call's
+    `callback_on_step_end` (`pipelines.generate` forwards it; `alpha_sweep` does this), so a scheduler that calls the
+    UNet more than once per step is still steered by step. A windowed steer whose UNet ran while no step ended raises
+    on exit. `state["calls"]` counts the UNet calls."""
     check_float("alpha", alpha, -1e6)
     if steps is not None:
         check_int("steps[0]", steps[0], 0)
@@ -71,11 +75,15 @@ def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int
     missing = [n for n in vectors if n not in modules]
     if missing:
         raise KeyError(f"no UNet block named {missing}")
-    state = {"calls": 0, "step": 0}
+    state: dict = {"calls": 0, "step": 0, "steps_ended": 0}
 
-    def count(_module, _args):  # the pipeline has called scheduler.set_timesteps by the time the UNet runs
-        n = getattr(pipe.scheduler, "num_inference_steps", None) or 0
-        state["step"] = state["calls"] % n if n else state["calls"]
+    def on_step_end(pipeline, index, _timestep, callback_kwargs):
+        total = getattr(pipeline, "num_timesteps", None) or 0  # the next pipeline call starts again at step 0
+        state["step"] = (index + 1) % total if total else index + 1
+        state["steps_ended"] += 1
+        return callback_kwargs
+
+    def count(_module, _args):
         state["calls"] += 1
 
     def push_for(name):
@@ -90,6 +98,7 @@ def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int
             return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
         return hook
 
+    state["callback"] = on_step_end
     handles = [pipe.unet.register_forward_pre_hook(count)]
     handles += [modules[n].register_forward_hook(push_for(n)) for n in vectors]
     try:
@@ -97,6 +106,10 @@ def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int
     finally:
         for h in handles:
             h.remove()
+    if steps is not None and alpha != 0 and state["calls"] and not state["steps_ended"]:
+        raise RuntimeError("steer: the UNet ran but no sampling step ended, so the step window could not be applied: "
+                           "pass callback_on_step_end=state['callback'] to the pipeline call (pipelines.generate "
+                           "forwards it)")
 
 
 def alpha_sweep(pipe, prompts: list[str], vectors: dict[str, torch.Tensor], alphas: list[float],
@@ -107,8 +120,9 @@ def alpha_sweep(pipe, prompts: list[str], vectors: dict[str, torch.Tensor], alph
 
     out = {}
     for a in alphas:
-        with steer(pipe, vectors, a, window):
-            out[a] = generate(pipe, prompts, seeds, steps, guidance_scale, progress=progress)
+        with steer(pipe, vectors, a, window) as state:
+            out[a] = generate(pipe, prompts, seeds, steps, guidance_scale, progress=progress,
+                              callback_on_step_end=state["callback"])
     return out
 
 

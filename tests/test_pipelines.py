@@ -96,12 +96,21 @@ def test_steering_moves_only_inside_the_window_and_cleans_up(pipe):
         same = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
     torch.testing.assert_close(same, base)
     with steering.steer(pipe, vecs, 5.0, (1, 2)) as state:
-        pushed = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
-    assert state["calls"] == 4
+        pushed = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False,
+                                    callback_on_step_end=state["callback"]).latents
+    assert state["calls"] == 4 and state["steps_ended"] == 4 and state["step"] == 0  # ready for the next call
     assert not torch.allclose(pushed, base)
-    with steering.steer(pipe, vecs, 5.0, (10, 20)):
-        outside = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False).latents
+    with steering.steer(pipe, vecs, 5.0, (3, 3)) as state:  # the last step only: by step, not by UNet call
+        last = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False,
+                                  callback_on_step_end=state["callback"]).latents
+    assert not torch.allclose(last, base) and not torch.allclose(last, pushed)
+    with steering.steer(pipe, vecs, 5.0, (10, 20)) as state:
+        outside = pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False,
+                                     callback_on_step_end=state["callback"]).latents
     torch.testing.assert_close(outside, base)
+    with pytest.raises(RuntimeError, match="callback_on_step_end"):
+        with steering.steer(pipe, vecs, 5.0, (1, 2)):
+            pipelines.generate(pipe, PROMPTS[:1], seeds=[9], steps=4, progress=False)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in pipe.unet.modules())
 
 
