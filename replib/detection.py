@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .hooks import attached
 from .metrics import representation_std
 from .params import check_int
 from .representations import capture_features
@@ -145,11 +146,8 @@ def record_guidance(pipe) -> Iterator[GuidanceRecorder]:
     """`with record_guidance(pipe) as rec: generate(pipe, ...)`, then `rec.scores(steps)`. The hook is removed on exit,
     also on error."""
     rec = GuidanceRecorder()
-    handle = pipe.unet.register_forward_hook(rec.hook)
-    try:
+    with attached([(pipe.unet, rec.hook)]):
         yield rec
-    finally:
-        handle.remove()
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .hooks import attached, resolve
+
 POOLS = ("max", "mean", "none")
 
 
@@ -45,11 +47,7 @@ def capture_features(model: nn.Module, names: list[str] | str, pool: str = "max"
     """Record the (pooled) outputs of the named submodules while the block runs; hooks are removed on exit, also on
     error. Unknown names raise a KeyError that lists close matches."""
     names = [names] if isinstance(names, str) else list(names)
-    modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        hint = {n: [m for m in modules if n.split(".")[0] in m][:5] for n in missing}
-        raise KeyError(f"no submodule named {missing}; some that exist: {hint}")
+    modules = resolve(model, names)
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is not allowed: pool must be one of {POOLS}")
     store = FeatureStore()
@@ -62,12 +60,10 @@ def capture_features(model: nn.Module, names: list[str] | str, pool: str = "max"
             store[name] = store.all_calls[name][-1]  # the latest while running; the chosen call after the block
         return hook
 
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
     try:
-        yield store
+        with attached([(modules[n], hook_for(n)) for n in names]):
+            yield store
     finally:
-        for h in handles:
-            h.remove()
         for name, recorded in store.all_calls.items():
             if -len(recorded) <= calls < len(recorded):
                 store[name] = recorded[calls]

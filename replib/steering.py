@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .hooks import attached, resolve
 from .params import check_float, check_int
 
 SD14_STEERING_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
@@ -71,10 +72,7 @@ def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int
     if steps is not None:
         check_int("steps[0]", steps[0], 0)
         check_int("steps[1]", steps[1], steps[0])
-    modules = dict(pipe.unet.named_modules())
-    missing = [n for n in vectors if n not in modules]
-    if missing:
-        raise KeyError(f"no UNet block named {missing}")
+    modules = resolve(pipe.unet, vectors)
     state: dict = {"calls": 0, "step": 0, "steps_ended": 0}
 
     def on_step_end(pipeline, index, _timestep, callback_kwargs):
@@ -99,13 +97,8 @@ def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int
         return hook
 
     state["callback"] = on_step_end
-    handles = [pipe.unet.register_forward_pre_hook(count)]
-    handles += [modules[n].register_forward_hook(push_for(n)) for n in vectors]
-    try:
+    with attached([(modules[n], push_for(n)) for n in vectors], pre=[(pipe.unet, count)]):
         yield state
-    finally:
-        for h in handles:
-            h.remove()
     if steps is not None and alpha != 0 and state["calls"] and not state["steps_ended"]:
         raise RuntimeError("steer: the UNet ran but no sampling step ended, so the step window could not be applied: "
                            "pass callback_on_step_end=state['callback'] to the pipeline call (pipelines.generate "
