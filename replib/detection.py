@@ -178,6 +178,22 @@ def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, 
     return torch.cat(out).numpy()
 
 
+def layer_pool_table(scores: dict[tuple[str, str], np.ndarray], labels, mask=None) -> "pd.DataFrame":
+    """AUROC and TPR@1%FPR (`metrics.detection_summary`) of each (layer, pool) score, on the samples in `mask` (all by
+    default): rows = layers in the order given, columns = (metric, pool). For choosing or exploring the detector's
+    layer; choose on a calibration half, not on the samples you report."""
+    import pandas as pd
+
+    from .metrics import detection_summary
+
+    labels = np.asarray(labels)
+    mask = np.ones(len(labels), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    rows = [{"layer": layer, "pool": pool, **detection_summary(np.asarray(s)[mask], labels[mask])}
+            for (layer, pool), s in scores.items()]
+    layers = list(dict.fromkeys(layer for layer, _ in scores))
+    return pd.DataFrame(rows).drop(columns="threshold").pivot(index="layer", columns="pool").reindex(layers)
+
+
 def detector_table(results: dict[str, dict], labels) -> "pd.DataFrame":
     """One row per detector: AUROC with its bootstrap 95% interval (`metrics.auroc_interval`), TPR@1%FPR (threshold =
     99th percentile of the negatives' scores, see `metrics.detection_summary`), seconds per sample and UNet

@@ -41,6 +41,21 @@ def show_images(images: torch.Tensor, shape: tuple[int, int], titles: Sequence[s
     return fig
 
 
+def show_pairs(left: torch.Tensor, right: torch.Tensor, shape: tuple[int, int], titles: Sequence[str] | None = None,
+               names: tuple[str, str] = ("gen", "nearest"), per_row: int | None = None, size: float = 0.8,
+               suptitle: str | None = None):
+    """Each left[i] beside right[i] (a generation beside its nearest training image): the picture of "is it a copy?".
+    Images as `show_images` takes them; `titles`: one per image (two per pair), default `names` repeated;
+    `per_row`: pairs per row (default: all in one row)."""
+    if len(left) != len(right):
+        raise ValueError(f"{len(left)} images on the left but {len(right)} on the right")
+    pair = torch.stack([left, right], 1).flatten(0, 1)
+    if not (pair.dim() == 4 and pair.shape[1] == 3):
+        pair = pair.flatten(1)
+    return show_images(pair, shape, titles=list(titles) if titles is not None else list(names) * len(left),
+                       ncols=2 * (per_row or len(left)), size=size, suptitle=suptitle)
+
+
 def plot_loss(losses: Sequence[float], title: str | None = None, window: int = 100, ax=None):
     """A training-loss curve: every step faint, a running mean over `window` steps on top, log scale."""
     if ax is None:

@@ -113,3 +113,32 @@ def test_beside_published_keeps_each_source_apart():
     assert jeon.loc["Wen et al., first step", "AUROC published"] == 0.976
     assert np.isnan(jeon.loc["Jeon et al. (sharpness)", "AUROC kit"])
     assert "ICML 2025" in jeon.attrs["source"] and "the set the kit uses" in jeon.attrs["negatives"]
+
+
+def test_layer_pool_table_orders_layers_and_uses_the_mask():
+    labels = np.r_[np.ones(20), np.zeros(20)]
+    good, noise = np.r_[np.ones(20), np.zeros(20)], np.random.default_rng(0).random(40)
+    scores = {("b", "max"): good, ("a", "max"): noise, ("b", "mean"): noise, ("a", "mean"): good}
+    table = detection.layer_pool_table(scores, labels)
+    assert list(table.index) == ["b", "a"] and table.loc["b", ("AUROC", "max")] == 1.0
+    assert table.loc["a", ("AUROC", "mean")] == 1.0
+    flipped = good.copy()
+    flipped[:10] = 0  # the first half of the positives now look negative
+    mask = np.r_[np.zeros(10, bool), np.ones(30, bool)]
+    assert detection.layer_pool_table({("b", "max"): flipped}, labels, mask=mask).loc["b", ("AUROC", "max")] == 1.0
+
+
+def test_show_pairs_interleaves_left_and_right():
+    import matplotlib.pyplot as plt
+
+    from replib import plotting
+
+    left, right = torch.zeros(3, 3, 8, 8), torch.ones(3, 3, 8, 8)
+    fig = plotting.show_pairs(left, right, (8, 8), per_row=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == ["gen", "nearest"] * 3 and len(fig.axes) == 8  # 2 rows of 2 pairs, one slot empty
+    assert fig.axes[1].images[0].get_array().min() == 1.0  # the right image sits beside its left one
+    plt.close(fig)
+    with pytest.raises(ValueError, match="3 images on the left but 2"):
+        plotting.show_pairs(left, right[:2], (8, 8))
+    plt.close("all")
