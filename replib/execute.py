@@ -64,6 +64,17 @@ def default_parameters(path: Path) -> dict[str, Any]:
     return out
 
 
+def notebook_parameters(prefix: str, profile: str = "full") -> dict[str, Any]:
+    """The parameters notebook `prefix` (e.g. "06") runs with at `profile`: what another notebook reads to reuse its
+    model without repeating its settings."""
+    from .params import check_choice
+
+    check_choice("profile", profile, PROFILES)
+    path = find_notebooks([prefix])[0]
+    params = default_parameters(path)
+    return {**params, **smoke_parameters(path)} if profile == "smoke" else params
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -136,3 +136,14 @@ def test_run_composes_every_step(setup):
     assert set(out.control.index) == {"AUROC memorized vs other", "control flagged", "memorized flagged",
                                       "AUROC memorized vs control"}
     assert out.calibrated["layer"] in detection.resnet_activation_layers(pipe.unet)
+
+
+def test_notebook07_reads_notebook06s_model_settings():
+    from replib.execute import notebook_parameters
+
+    for profile in ("full", "smoke"):
+        p06 = notebook_parameters("06", profile)
+        assert notebook_parameters("07", profile)["MODEL_PROFILE"] == profile  # 07 steers 06's model of its profile
+        assert p06["N_DISTINCT"] == (1_000 if profile == "full" else 100)
+    with pytest.raises(ParameterError, match="profile"):
+        notebook_parameters("06", "fast")
