@@ -170,7 +170,7 @@ def score_images(files: list[Path], out: str | Path, loaded, seed: int = 0, batc
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from accelerate import PartialState
 
-    from .sd14 import choose_device, load_or_standin
+    from .sd14 import DEVICES, DTYPES, MODES, choose_device, load_or_standin
 
     ap = argparse.ArgumentParser(prog="python -m replib.score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     src.add_argument("--images", help="a folder of images to score with the paper's detector (no prompts)")
     ap.add_argument("--out", required=True, help="CSV to append to (resumes: prompt indices already there are skipped)")
     ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
-    ap.add_argument("--mode", default="auto", choices=("auto", "real", "standin"))
+    ap.add_argument("--mode", default="auto", choices=MODES)
     ap.add_argument("--path", help="a local SD1.4 folder (default: $REPLIB_SD14, else the Hugging Face cache)")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16"))
+    ap.add_argument("--device", default="auto", choices=DEVICES)
+    ap.add_argument("--dtype", default="auto", choices=DTYPES)
     ap.add_argument("--limit", type=int, help="score only the first LIMIT prompts")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)

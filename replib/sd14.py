@@ -31,6 +31,7 @@ from .prompts import ENV_VAR as PROMPTS_ENV_VAR
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
+MODES = ("auto", "real", "standin")  # real: SD1.4 or an error; standin: the stand-in; auto: real when it loads
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16")
 SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
@@ -137,7 +138,7 @@ def load_or_standin(mode: str = "auto", path: str | os.PathLike | None = None, d
                     dtype: str = "auto", standin_dir: str | os.PathLike | None = None) -> LoadedPipeline:
     """mode 'real': SD1.4 or `WeightsUnavailable`; 'standin': the stand-in (built once under the checkpoint cache);
     'auto': the real weights when they load, else the stand-in (the caller should say so loudly)."""
-    check_choice("mode", mode, ("auto", "real", "standin"))
+    check_choice("mode", mode, MODES)
     if mode != "standin":
         try:
             return load_sd14(path, device, dtype)
@@ -217,3 +218,34 @@ class Banner:
 def banner(loaded: LoadedPipeline, *prompt_sets) -> Banner:
     """The banner for `loaded`; pass the notebook's `prompts.PromptSet`s so it says when they are the kit's examples."""
     return Banner(loaded, example_prompts=any(getattr(s, "example", False) for s in prompt_sets))
+
+
+@dataclass
+class Start:
+    """What `start` hands a notebook: the loaded pipeline, the tag for its numbers, its prompt sets and the banner."""
+
+    loaded: LoadedPipeline
+    tag: str
+    sets: dict
+    banner: Banner
+
+    @property
+    def pipe(self):
+        return self.loaded.pipe
+
+
+def start(mode: str, path: str | os.PathLike | None, device: str, dtype: str, seed: int, threads: int,
+          prompt_sets: dict[str, str]) -> Start:
+    """The first cell of notebooks 08 and 09: check MODE, DEVICE and DTYPE (named as the notebooks name them), seed
+    and set the threads, load SD1.4 or the stand-in, load the published prompt sets {label: set name} (the kit's
+    examples in their place only in stand-in mode, when the published ones are out of reach), and build the banner."""
+    from .prompts import load_or_examples
+    from .session import setup
+
+    check_choice("MODE", mode, MODES)
+    check_choice("DEVICE", device, DEVICES)
+    check_choice("DTYPE", dtype, DTYPES)
+    setup(seed, threads=threads)
+    loaded = load_or_standin(mode, path or None, device, dtype)
+    sets = {label: load_or_examples(name, loaded.standin) for label, name in prompt_sets.items()}
+    return Start(loaded, tag(loaded), sets, banner(loaded, *sets.values()))

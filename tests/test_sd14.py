@@ -110,3 +110,13 @@ def test_banner_says_when_the_prompts_are_the_kits_examples(standin_dir):
     assert examples.example_prompts and "EXAMPLE PROMPTS" in repr(examples).splitlines()[0]
     for text in (repr(examples), examples._repr_html_(), examples._repr_markdown_()):
         assert "example prompts" in text and "not the published sets" in text and prompts.ENV_VAR in text
+
+
+def test_start_names_bad_notebook_parameters_and_loads_the_standin(monkeypatch):
+    for bad, name in ((("fake", "cpu", "auto"), "MODE"), (("standin", "tpu", "auto"), "DEVICE"),
+                      (("standin", "cpu", "float8"), "DTYPE")):
+        with pytest.raises(ParameterError, match=name):
+            sd14.start(bad[0], None, bad[1], bad[2], 0, 1, {})
+    start = sd14.start("standin", "", "cpu", "auto", 0, 1, {"memorized": "memorized"})
+    assert start.loaded.standin and start.pipe is start.loaded.pipe and start.tag == sd14.tag(start.loaded)
+    assert list(start.sets) == ["memorized"] and "STAND-IN" in repr(start.banner)
