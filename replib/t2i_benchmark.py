@@ -62,6 +62,12 @@ class Mix:
         """How often training sees each duplicated pair (in expectation): steps x batch x copies / rows."""
         return self.steps * self.batch_size * self.copies / self.rows
 
+    @property
+    def exposures_once(self) -> float:
+        """How often training sees each pair that appears once (in expectation): steps x batch / rows. When this is
+        large too, the model stores every pair and no caption is left that it generalizes on."""
+        return self.steps * self.batch_size / self.rows
+
     def glyphs(self, size: int, seed: int) -> tuple[GlyphSet, GlyphSet, torch.Tensor]:
         """(the distinct pairs, the training set with the first `n_duplicated` pairs repeated, is_duplicated over the
         distinct pairs)."""
@@ -251,6 +257,7 @@ def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame) -> dict:
     copied = groups.copied
     return {"duplicated share of rows": mix.share, "pairs x copies": f"{mix.n_duplicated} x {mix.copies}",
             "rows": mix.rows, "exposures / duplicated pair": mix.exposures,
+            "exposures / pair seen once": mix.exposures_once,
             "memorized captions copied": copied[groups.labels == 1].mean(),
             "others copied": copied[groups.labels == 0].mean(),
             **{f"AUROC {name}": table.loc[name, "AUROC"] for name in table.index}}

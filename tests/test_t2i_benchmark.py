@@ -106,6 +106,7 @@ def test_mix_row_counts_exposures_per_duplicated_pair(setup):
     table = pd.DataFrame({"AUROC": [0.9]}, index=["paper (std, empty prompt)"])
     row = bench.mix_row(bench.Mix(1800, 8, 25, 16_000, 128), groups, table)
     assert row["duplicated share of rows"] == 0.1 and row["exposures / duplicated pair"] == 25_600
+    assert row["exposures / pair seen once"] == 1_024
     assert row["AUROC paper (std, empty prompt)"] == 0.9 and row["memorized captions copied"] == 0
 
 
