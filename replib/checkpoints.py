@@ -1,4 +1,5 @@
-""""Load the checkpoint if present, else train": a small cache of results keyed by every setting that changes them.
+""""Load the checkpoint if present, else compute": a small cache of results keyed by every setting that changes them
+(`training.fit` keeps its finished and partial training runs here).
 
 Files are written atomically (temporary file + rename), so an interrupted run never leaves a half-written checkpoint;
 a file that cannot be read, or whose stored settings differ from the requested ones, is reported and recomputed,
@@ -17,14 +18,12 @@ import os
 import pickle
 import pickletools
 import re
-import time
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from .files import atomic_path, cache_dir  # noqa: F401  (cache_dir: checkpoints live there)
 
@@ -127,54 +126,3 @@ def load_or_compute(name: str, settings: dict[str, Any], compute: Callable[[], A
     if verbose:
         print(f"trained and saved checkpoint {path.name}")
     return result
-
-
-def train_resumable(name: str, settings: dict, make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
-                    step: Callable[[nn.Module, torch.Generator], torch.Tensor], steps: int, seed: int,
-                    save_every: int, show_progress: bool = True) -> nn.Module:
-    """Train `make()`'s model with `step(model, generator) -> loss` for `steps` steps, cached under `settings`.
-
-    A finished checkpoint is loaded without training. Otherwise a partial checkpoint (model, optimizer, generator
-    state, step) is written atomically every `save_every` steps and picked up by the next call, so an interrupted
-    run resumes; an unreadable, mismatched or unsafe file is reported and ignored (see `checkpoints.load_checked`).
-    Everything stored is plain data (state dicts, the generator state as a uint8 tensor, floats, ints)."""
-    from .widgets import progress
-
-    model, opt = make()
-    final = checkpoint_path(name, settings)
-    partial = final.with_suffix(".partial.pt")
-    done = load_checked(final, settings)
-    if done is not None:
-        model.load_state_dict(done["model"])
-        model.losses, model.train_seconds = done.get("losses", []), done.get("seconds", float("nan"))
-        print(f"loaded checkpoint {final.name} (trained in {model.train_seconds:.0f} s)")
-        return model
-    g = torch.Generator().manual_seed(seed)
-    start, losses, seconds, plain = 0, [], 0.0, plain_settings(settings)
-    state = load_checked(partial, settings)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        start, losses, seconds = state["step"], state["losses"], state.get("seconds", 0.0)
-        print(f"resuming {name} from step {start} of {steps}")
-    bar = progress(range(start + 1, steps + 1), desc=name, disable=not show_progress, mininterval=5.0,
-                   total=steps, initial=start)
-    t0 = time.perf_counter() - seconds
-    for i in bar:
-        loss = step(model, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if i % save_every == 0 and i < steps:
-            save_atomic({"settings": plain, "result": {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                       "generator": g.get_state(), "step": i, "losses": losses,
-                                                       "seconds": time.perf_counter() - t0}},
-                        partial)
-    model.losses, model.train_seconds = losses, time.perf_counter() - t0
-    save_atomic({"settings": plain, "result": {"model": model.state_dict(), "losses": losses,
-                                               "seconds": model.train_seconds}}, final)
-    partial.unlink(missing_ok=True)
-    print(f"trained and saved checkpoint {final.name} ({model.train_seconds:.0f} s)")
-    return model

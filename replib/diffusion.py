@@ -9,8 +9,8 @@
   [0.02, 2] (with raw norms ~13 the sampler starts far off the data and its samples come out dim).
   A tied ReLU denoiser is linear along each stored image, so it fixes a sample's direction, not its brightness: copies
   come out as dimmer or brighter versions of a training image, which is why notebook 04 compares unit-norm images.
-- Training runs through `train_resumable`: "load the checkpoint if present, else train", with partial checkpoints
-  written atomically every `save_every` steps so an interrupted run resumes where it stopped.
+- Training runs through `training.fit`: "load the checkpoint if present, else train", with partial checkpoints
+  written atomically every `save_every` steps so an interrupted run resumes where it stopped, on any device.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .checkpoints import train_resumable
 from .params import check_choice, check_float, check_int
 
 WEIGHTINGS = ("none", "inverse-sigma", "edm")
@@ -90,8 +89,11 @@ def toy_loss(model: ToyDiffusionDAE, x: torch.Tensor, cfg: ToyTraining, g: torch
 def _toy_error(model: ToyDiffusionDAE, x0: torch.Tensor, cfg: ToyTraining, g: torch.Generator) -> torch.Tensor:
     """Per-image weighted denoising error of the batch x0, each at its own sigma."""
     u = torch.rand(len(x0), 1, generator=g)
+    noise = torch.randn(x0.shape, generator=g)  # drawn on the CPU: the same numbers on every device
+    device = model.W.device
+    x0, u, noise = x0.to(device), u.to(device), noise.to(device)
     sigma = torch.exp(math.log(cfg.sigma_min) + u * (math.log(cfg.sigma_max) - math.log(cfg.sigma_min)))
-    noisy = x0 + sigma * torch.randn(x0.shape, generator=g)
+    noisy = x0 + sigma * noise
     err = (model(noisy, sigma) - x0).pow(2).sum(-1)
     sigma = sigma.squeeze(1)
     weight = {"none": torch.ones_like(sigma), "inverse-sigma": 1 / sigma,
@@ -106,10 +108,11 @@ def toy_denoising_error(model: ToyDiffusionDAE, x: torch.Tensor, cfg: ToyTrainin
     return float(_toy_error(model, x, cfg, torch.Generator().manual_seed(seed)).mean())
 
 
-def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100, progress: bool = True
-              ) -> ToyDiffusionDAE:
-    """Train (or load) the toy diffusion DAE on `data` (n, d)."""
+def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100, progress: bool = True,
+              device: str | torch.device = "cpu") -> ToyDiffusionDAE:
+    """Train (or load; resumable) the toy diffusion DAE on `data` (n, d) through `training.fit`, on `device`."""
     from .data import data_fingerprint
+    from .training import Loop, fit
 
     settings = {"kind": "toy-diffusion", "version": TOY_VERSION, "width": width, "dim": data.shape[1],
                 "data": data_fingerprint(data), **asdict(cfg)}
@@ -118,8 +121,8 @@ def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100,
         model = ToyDiffusionDAE(data.shape[1], width, seed=cfg.seed)
         return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    return train_resumable(name, settings, make, lambda m, g: toy_loss(m, data, cfg, g), cfg.steps, cfg.seed,
-                           cfg.save_every, progress)
+    loop = Loop(cfg.steps, cfg.seed, device=device, save_every=cfg.save_every)
+    return fit(make, lambda m, g: toy_loss(m, data, cfg, g), loop, name, settings, progress)
 
 
 @torch.no_grad()
@@ -183,12 +186,14 @@ class UNetTraining:
         check_int("save_every", self.save_every, 1)
 
 
-def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: bool = True, **unet_kwargs):
+def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: bool = True,
+               device: str | torch.device = "cpu", **unet_kwargs):
     """Train (or load; resumable) a `small_unet(**unet_kwargs)` on images (N, C, H, W) in [-1, 1] with diffusers'
-    `DDPMScheduler.add_noise` and the epsilon-prediction loss."""
+    `DDPMScheduler.add_noise` and the epsilon-prediction loss, through `training.fit`, on `device`."""
     from diffusers import DDPMScheduler
 
     from .data import data_fingerprint
+    from .training import Loop, device_of, fit
 
     unet_kwargs = {"sample_size": images.shape[-1], "in_channels": images.shape[1], **unet_kwargs}
     settings = {"kind": "unet-ddpm", "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in unet_kwargs.items()},
@@ -204,9 +209,10 @@ def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: boo
         x0 = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g)
+        x0, noise, t = (v.to(device_of(unet)) for v in (x0, noise, t))
         return torch.nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
 
-    unet = train_resumable(name, settings, make, step, cfg.steps, cfg.seed, cfg.save_every, progress)
+    unet = fit(make, step, Loop(cfg.steps, cfg.seed, device=device, save_every=cfg.save_every), name, settings, progress)
     unet.eval()
     return unet
 

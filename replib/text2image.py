@@ -24,19 +24,17 @@ parameters for Adam to update).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from .checkpoints import train_resumable
 from .diffusion import UNetTraining
 from .params import check_choice, check_float, check_int
+from .training import SCHEDULES
 
 T2I_VERSION = 4  # part of every checkpoint key: bump when the model or the loss changes
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-LR_SCHEDULES = ("cosine", "constant")
 
 
 def small_cond_unet(sample_size: int = 16, channels: tuple[int, ...] = (16, 32, 32), cross_attention_dim: int = 64,
@@ -88,22 +86,17 @@ class T2ITraining(UNetTraining):
     attention_levels: int = 1
     text_time_embedding: bool = False
     prediction_type: str = "v_prediction"
-    lr_schedule: str = "cosine"  # "cosine": the learning rate falls from lr to 0 over the run; "constant"
+    lr_schedule: str = "cosine"  # `training.lr_factor`: "cosine" falls from lr to 0 over the run; "constant"
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         check_float("p_uncond", self.p_uncond, 0.0, 1.0)
         check_int("text_hidden", self.text_hidden, 8)
         check_int("text_layers", self.text_layers, 1)
         self.channels = tuple(self.channels)
 
-    def lr_at(self, step: int) -> float:
-        """The learning rate of (0-based) optimizer step `step`."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
 
 
 def build_model(cfg: T2ITraining, sample_size: int = 16, in_channels: int = 3) -> TextToImage:
@@ -126,11 +119,13 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
 
 
 def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: T2ITraining, tokenizer,
-                     progress: bool = True) -> TextToImage:
-    """Train (or load; resumable) the pair on images (N, C, H, W) in [-1, 1] with their captions."""
+                     progress: bool = True, device: str | torch.device = "cpu") -> TextToImage:
+    """Train (or load; resumable) the pair on images (N, C, H, W) in [-1, 1] with their captions, through
+    `training.fit`, on `device`."""
     from diffusers import DDPMScheduler
 
     from .data import data_fingerprint
+    from .training import Loop, device_of, fit
 
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
@@ -141,32 +136,28 @@ def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: 
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
 
-    cache: dict[str, torch.Tensor] = {}
+    text: dict[str, torch.Tensor] = {}
 
     def make():
         model = build_model(cfg, images.shape[-1], images.shape[1])
         model.text_encoder.requires_grad_(False).eval()
         with torch.no_grad():  # every distinct caption encoded once; the last row is the empty caption
-            cache["text"] = model.text_encoder(torch.cat([distinct, tokenize(tokenizer, [""])]))[0]
-        cache["optimizer"] = torch.optim.Adam(model.unet.parameters(), lr=cfg.lr)
-        return model, cache["optimizer"]
+            text["states"] = model.text_encoder(torch.cat([distinct, tokenize(tokenizer, [""])]))[0]
+        return model, torch.optim.Adam(model.unet.parameters(), lr=cfg.lr)
 
     def step(model: TextToImage, g: torch.Generator) -> torch.Tensor:
-        opt = cache["optimizer"]  # its step count survives a resume (Adam's state), so the schedule does too
-        done = int(opt.state[opt.param_groups[0]["params"][0]]["step"]) if opt.state else 0
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr_at(done)
         idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
         rows = caption_index[idx].clone()
         rows[torch.rand(cfg.batch_size, generator=g) < cfg.p_uncond] = len(distinct)
         noise = torch.randn(images[idx].shape, generator=g)
         t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g)
-        x0 = images[idx]
-        pred = model.unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=cache["text"][rows]).sample
+        x0, noise, t, states = (v.to(device_of(model)) for v in (images[idx], noise, t, text["states"][rows]))
+        pred = model.unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=states).sample
         target = {"epsilon": noise, "sample": x0}.get(cfg.prediction_type)
         return torch.nn.functional.mse_loss(pred, scheduler.get_velocity(x0, noise, t) if target is None else target)
 
-    model = train_resumable(name, settings, make, step, cfg.steps, cfg.seed, cfg.save_every, progress)
+    loop = Loop(cfg.steps, cfg.seed, cfg.lr_schedule, device=device, save_every=cfg.save_every)
+    model = fit(make, step, loop, name, settings, progress)
     model.eval()
     return model
 

@@ -7,7 +7,7 @@ import torch
 import tqdm.std
 from torch import nn
 
-from replib.checkpoints import train_resumable
+from replib.training import Loop, fit
 from replib.dae import ReLUDAE
 from replib.data import simplex_samples
 from replib.training import DAETraining, train_dae
@@ -53,7 +53,7 @@ def test_resumable_training_prints_a_few_progress_lines(tmp_path, monkeypatch, c
         x = torch.randn(8, 3, generator=g)
         return (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
 
-    train_resumable("quiet", {"kind": "test-progress"}, make, step, STEPS, seed=0, save_every=STEPS)
+    fit(make, step, Loop(STEPS, save_every=STEPS), "quiet", {"kind": "test-progress"})
     lines = printed_lines(capsys.readouterr().err)
     assert 1 <= len(lines) <= 3, f"{len(lines)} progress lines for one training: {lines[:5]}"
 

@@ -1,4 +1,4 @@
-"""train_resumable: a finished run loads, an interrupted run resumes from its partial checkpoint and ends where an
+"""training.fit: a finished run loads, an interrupted run resumes from its partial checkpoint and ends where an
 uninterrupted run ends."""
 from pathlib import Path
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from replib.checkpoints import checkpoint_path, train_resumable
+from replib.checkpoints import checkpoint_path
+from replib.training import Loop, fit
 
 SETTINGS = {"kind": "test-resumable", "steps": 30}
 
@@ -28,7 +29,7 @@ class Interrupt(Exception):
 
 def test_interrupted_run_resumes_and_matches(tmp_path, monkeypatch):
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path / "a"))
-    straight = train_resumable("r", SETTINGS, _make, _step, 30, seed=1, save_every=10, show_progress=False)
+    straight = fit(_make, _step, Loop(30, seed=1, save_every=10), "r", SETTINGS, progress=False)
 
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path / "b"))
     calls = {"n": 0}
@@ -40,20 +41,20 @@ def test_interrupted_run_resumes_and_matches(tmp_path, monkeypatch):
         return _step(model, g)
 
     try:
-        train_resumable("r", SETTINGS, _make, failing_step, 30, seed=1, save_every=10, show_progress=False)
+        fit(_make, failing_step, Loop(30, seed=1, save_every=10), "r", SETTINGS, progress=False)
     except Interrupt:
         pass
     partial = checkpoint_path("r", SETTINGS).with_suffix(".partial.pt")
     assert partial.exists(), "an interrupted run must leave its last partial checkpoint"
     calls["n"] = 0
-    resumed = train_resumable("r", SETTINGS, _make, failing_step, 30, seed=1, save_every=10, show_progress=False)
+    resumed = fit(_make, failing_step, Loop(30, seed=1, save_every=10), "r", SETTINGS, progress=False)
     assert calls["n"] == 10, f"the resumed run should only do the 10 steps after step 20, did {calls['n']}"
     assert not partial.exists()
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6), "resumed training must end where an uninterrupted run ends"
 
     calls["n"] = 0
-    again = train_resumable("r", SETTINGS, _make, failing_step, 30, seed=1, save_every=10, show_progress=False)
+    again = fit(_make, failing_step, Loop(30, seed=1, save_every=10), "r", SETTINGS, progress=False)
     assert calls["n"] == 0, "a finished run must load, not train"
     assert torch.allclose(again.weight, resumed.weight)
 
@@ -71,11 +72,11 @@ class Plant:
 @pytest.mark.parametrize("which", ["final", "partial"])
 def test_planted_code_is_refused_and_the_run_trains_from_scratch(tmp_path, monkeypatch, which):
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path / "a"))
-    straight = train_resumable("r", SETTINGS, _make, _step, 30, seed=1, save_every=10, show_progress=False)
+    straight = fit(_make, _step, Loop(30, seed=1, save_every=10), "r", SETTINGS, progress=False)
 
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path / "b"))
     final = checkpoint_path("r", SETTINGS)
-    planted = final if which == "final" else final.with_suffix(".partial.pt")  # the files train_resumable reads
+    planted = final if which == "final" else final.with_suffix(".partial.pt")  # the files training.fit reads
     marker = tmp_path / "pwned"
     torch.save({"settings": SETTINGS, "result": Plant(marker)}, planted)
     torch.load(planted, weights_only=False)  # the control: loading it unsafely runs its code
@@ -89,7 +90,7 @@ def test_planted_code_is_refused_and_the_run_trains_from_scratch(tmp_path, monke
         return _step(model, g)
 
     with pytest.warns(UserWarning, match="refused") as record:
-        model = train_resumable("r", SETTINGS, _make, counting_step, 30, seed=1, save_every=10, show_progress=False)
+        model = fit(_make, counting_step, Loop(30, seed=1, save_every=10), "r", SETTINGS, progress=False)
     assert any(str(planted) in str(w.message) and "code" in str(w.message) for w in record)
     assert not marker.exists(), "loading a checkpoint must never run the code inside it"
     assert calls["n"] == 30, "the refused file is ignored: the run trains from step 0"
