@@ -245,7 +245,7 @@ def _next_train(cfg: CollapseConfig, real: torch.Tensor, kept: list[torch.Tensor
 
 
 def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: bool = True,
-                 trainer=None, sampler=None) -> CollapseRun:
+                 trainer=None, sampler=None, device="cpu") -> CollapseRun:
     """Run one arm: `cfg.iterations` models, each trained from scratch on the previous iteration's data.
 
     Cached and resumable per iteration: iteration k is stored under its settings and the fingerprint of the real data,
@@ -254,12 +254,13 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
     paradigm, so every arm on the same real data shares its model.
 
     real: (N_real, C, H, W) images in [-1, 1], N_real >= cfg.n. `trainer(name, images, steps, seed) -> model` and
-    `sampler(model, n, seed) -> images` replace the UNet (tests use tiny stand-ins)."""
+    `sampler(model, n, seed) -> images` replace the UNet (tests use tiny stand-ins). The UNets train and sample on
+    `device`; the data and the measures stay on the CPU."""
     from .checkpoints import load_or_compute
     from .data import data_fingerprint, subsample_indices
 
     check_int("n", cfg.n, 4, len(real))
-    trainer = trainer or _unet_trainer(cfg, progress)
+    trainer = trainer or _unet_trainer(cfg, progress, device)
     sampler = sampler or _ddim_sampler(cfg)
     real_n = real[subsample_indices(len(real), cfg.n, cfg.seed)]
     run = CollapseRun(cfg)
@@ -292,13 +293,13 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
     return run
 
 
-def _unet_trainer(cfg: CollapseConfig, progress: bool):
+def _unet_trainer(cfg: CollapseConfig, progress: bool, device="cpu"):
     from .diffusion import UNetTraining, train_unet
 
     def unet(name: str, images: torch.Tensor, steps: int, seed: int):
         return train_unet(name, images, UNetTraining(steps=steps, lr=cfg.lr, seed=seed,
                                                        save_every=max(100, steps // 4)),
-                          progress=progress, channels=cfg.channels)
+                          progress=progress, device=device, channels=cfg.channels)
     return unet
 
 
@@ -310,12 +311,12 @@ def _ddim_sampler(cfg: CollapseConfig):
     return ddim
 
 
-def load_model(run: CollapseRun, k: int, name: str):
-    """Model k of a finished run, from the checkpoint cache (it was trained by `run_collapse`)."""
+def load_model(run: CollapseRun, k: int, name: str, device="cpu"):
+    """Model k of a finished run, on `device`, from the checkpoint cache (it was trained by `run_collapse`)."""
     from .data import data_fingerprint
 
     train = run.train[k]
-    return _unet_trainer(run.config, progress=False)(f"{name}-it{k}-{data_fingerprint(train.flatten(1))}", train,
+    return _unet_trainer(run.config, progress=False, device=device)(f"{name}-it{k}-{data_fingerprint(train.flatten(1))}", train,
                                                      run.config.steps, run.config.seed + k)
 
 
@@ -408,7 +409,7 @@ def accumulate_claims(accumulate: dict[str, "pd.DataFrame"], replace: dict[str, 
     return table
 
 def representation_by_iteration(run: CollapseRun, name: str, layer: str = "up_blocks.0.resnets.1.nonlinearity",
-                                timestep: int = 10, pool: str = "max", seed: int = 0) -> "pd.DataFrame":
+                                timestep: int = 10, pool: str = "max", seed: int = 0, device="cpu") -> "pd.DataFrame":
     """The first paper's prompt-free detector on the loop (notebook 10, beyond the paper): every model k scores its
     own samples (the first N of its pool) with one noised UNet pass, as notebook 05 does. Per iteration: the mean
     representation std (the detector's score; it also carries the model's activation scale, so it compares models
@@ -422,7 +423,7 @@ def representation_by_iteration(run: CollapseRun, name: str, layer: str = "up_bl
 
     rows = []
     for k in range(len(run.train)):
-        model = load_model(run, k, name)
+        model = load_model(run, k, name, device)
         samples = run.pool[k][: run.config.n]
         reps = noised_representations(model, samples, layer, timestep, pool, seed=seed)[layer]
         score = representation_std(reps)

@@ -46,11 +46,11 @@ class ToyDiffusionDAE(nn.Module):
 
     def hidden(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """The representation h = relu(W^T c_in(sigma) x), before the noise-level scaling."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1)
         return torch.relu((x / torch.sqrt(sigma**2 + self.sigma_data**2)) @ self.W)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1).expand(len(x), 1)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1).expand(len(x), 1)
         scale = torch.exp(self.mlp(torch.log(sigma)))
         return self.skip * x + (self.hidden(x, sigma) * scale) @ self.W.T
 
@@ -133,15 +133,16 @@ def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float
     method "ode": Euler steps of the probability-flow ODE, dx = (x - D)/sigma dsigma (deterministic).
     method "sde": Euler-Maruyama steps of the reverse VE SDE, x += (s_i^2 - s_{i+1}^2) score + sqrt(s_i^2 - s_{i+1}^2) z
     with score = (D - x)/s_i^2; the fresh noise corrects the denoiser's errors along the way.
-    Returns (samples, the hidden representation h at every step)."""
+    Runs on the model's device; returns (samples, the hidden representation h at every step) on the CPU."""
     if method not in ("ode", "sde"):
         raise ValueError(f"method={method!r} is not allowed: method must be 'ode' or 'sde'")
-    g = torch.Generator().manual_seed(seed)
-    sigmas = torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps))
-    x = sigma_max * torch.randn(n, model.W.shape[0], generator=g)
+    g = torch.Generator().manual_seed(seed)  # noise drawn on the CPU: the same samples on every device
+    device = model.W.device
+    sigmas = torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps)).to(device)
+    x = sigma_max * torch.randn(n, model.W.shape[0], generator=g).to(device)
     hidden = []
     for i, sigma in enumerate(sigmas):
-        hidden.append(model.hidden(x, sigma))
+        hidden.append(model.hidden(x, sigma).cpu())
         denoised = model(x, sigma)
         if i + 1 == len(sigmas):
             x = denoised
@@ -149,8 +150,8 @@ def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float
             x = x + (sigmas[i + 1] - sigma) * (x - denoised) / sigma
         else:
             var = sigma**2 - sigmas[i + 1] ** 2
-            x = x + var * (denoised - x) / sigma**2 + var.sqrt() * torch.randn(x.shape, generator=g)
-    return x, hidden
+            x = x + var * (denoised - x) / sigma**2 + var.sqrt() * torch.randn(x.shape, generator=g).to(device)
+    return x.cpu(), hidden
 
 
 # --- The library version: a small diffusers UNet2DModel, DDPM training, DDIM sampling --------------------------------
@@ -229,11 +230,12 @@ def unet_denoising_error(unet, images: torch.Tensor, seed: int = 0, num_train_ti
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=g)
     t = torch.randint(0, num_train_timesteps, (len(images),), generator=g)
+    device = next(unet.parameters()).device
     errors = []
     for start in range(0, len(images), batch_size):
-        part = slice(start, start + batch_size)
-        pred = unet(scheduler.add_noise(images[part], noise[part], t[part]), t[part]).sample
-        errors.append((pred - noise[part]).pow(2).flatten(1).mean(1))
+        x0, eps, tt = (v[start:start + batch_size].to(device) for v in (images, noise, t))
+        pred = unet(scheduler.add_noise(x0, eps, tt), tt).sample
+        errors.append((pred - eps).pow(2).flatten(1).mean(1).cpu())
     return float(torch.cat(errors).mean())
 
 

@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 
 from .hub import STANDIN_MARK, load_local_first, quiet_loading
-from .params import ParameterError, check_choice
+from .params import check_choice
 from .prompts import ENV_VAR as PROMPTS_ENV_VAR
+from .session import DEVICES  # noqa: F401  (the CLI's and the notebooks' choices, with MODES and DTYPES)
 
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
 MODES = ("auto", "real", "standin")  # real: SD1.4 or an error; standin: the stand-in; auto: real when it loads
-DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16")
 SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
@@ -64,12 +64,10 @@ def how_to_get_weights() -> str:
 
 def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torch.dtype]:
     """'auto': CUDA with fp16 when a GPU is present, else CPU with fp32. Either can be forced."""
-    check_choice("device", device, DEVICES)
+    from .session import choose_device as choose
+
+    device = choose(device, parameter="device").type
     check_choice("dtype", dtype, DTYPES)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("parameter device='cuda' is not allowed here: no CUDA device is available; use 'cpu' or 'auto'")
     if dtype == "auto":
         dtype = "float16" if device == "cuda" else "float32"
     return device, getattr(torch, dtype)
@@ -245,7 +243,7 @@ def start(mode: str, path: str | os.PathLike | None, device: str, dtype: str, se
     check_choice("MODE", mode, MODES)
     check_choice("DEVICE", device, DEVICES)
     check_choice("DTYPE", dtype, DTYPES)
-    setup(seed, threads=threads)
+    setup(seed, threads=threads, device=device)  # "cuda" without a GPU: an error naming DEVICE
     loaded = load_or_standin(mode, path or None, device, dtype)
     sets = {label: load_or_examples(name, loaded.standin) for label, name in prompt_sets.items()}
     return Start(loaded, tag(loaded), sets, banner(loaded, *sets.values()))

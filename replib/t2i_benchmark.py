@@ -106,16 +106,17 @@ class Groups:
                                              "median d1/d2": ("d1/d2", "median")})
 
 
-def train_model(mix: Mix, train: GlyphSet, lr: float, seed: int, tokenizer, name: str):
+def train_model(mix: Mix, train: GlyphSet, lr: float, seed: int, tokenizer, name: str, device="cpu"):
     """The glyph text-to-image model trained on `train` (the training set of `mix`) for `mix.steps` steps of
-    `mix.batch_size` rows, cosine learning rate from `lr`: loaded from the checkpoint cache when trained before."""
+    `mix.batch_size` rows, cosine learning rate from `lr`, on `device`: loaded from the checkpoint cache when trained
+    before (on any device)."""
     from .text2image import T2ITraining, train_text2image
 
     cfg = T2ITraining(steps=mix.steps, lr=lr, seed=seed, batch_size=mix.batch_size)
-    return train_text2image(name, train.images, train.captions, cfg, tokenizer)
+    return train_text2image(name, train.images, train.captions, cfg, tokenizer, device=device)
 
 
-def notebook06_model(profile: str, tokenizer):
+def notebook06_model(profile: str, tokenizer, device="cpu"):
     """Notebook 06's main model at `profile` ("full" or "smoke"), built from 06's own parameters cell, so notebook 07
     steers the very model 06 trained (the same checkpoint) and a change to 06's model needs no edit in 07.
     Returns (distinct pairs, training set, is_duplicated, model)."""
@@ -124,7 +125,7 @@ def notebook06_model(profile: str, tokenizer):
     p = notebook_parameters("06", profile)
     mix = Mix(p["N_DISTINCT"], p["N_DUPLICATED"], p["COPIES"], p["STEPS"])
     distinct, train, is_dup = mix.glyphs(p["IMAGE_SIZE"], p["SEED"])
-    model = train_model(mix, train, p["LR"], p["SEED"], tokenizer, f"06-t2i-glyphs{p['IMAGE_SIZE']}")
+    model = train_model(mix, train, p["LR"], p["SEED"], tokenizer, f"06-t2i-glyphs{p['IMAGE_SIZE']}", device)
     return distinct, train, is_dup, model
 
 

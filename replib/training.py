@@ -280,7 +280,8 @@ def train_dae_cached(name: str, data: torch.Tensor | list[torch.Tensor], cfg: DA
                      tied: bool = True, init_scale: float | None = None, init_seed: int = 0, progress: bool = True,
                      device: str | torch.device = "cpu") -> tuple[ReLUDAE, TrainLog]:
     """Load the trained bank from the checkpoint cache if these exact settings and data were trained before, else
-    train it (one model per data set, on `device`) and store it. The bank comes back on `device`."""
+    train it (one model per data set, on `device`) and store it. The bank comes back on the CPU, where notebooks
+    01-03 read its weights as arrays."""
     from dataclasses import asdict
 
     from .checkpoints import load_or_compute
@@ -299,4 +300,4 @@ def train_dae_cached(name: str, data: torch.Tensor | list[torch.Tensor], cfg: DA
     blob = load_or_compute(name, settings, compute)
     model = ReLUDAE(dim, width, tied, len(sets), init_scale, init_seed)
     model.load_state_dict(blob["state"])
-    return model.to(device), TrainLog.from_dict(blob["log"])
+    return model, TrainLog.from_dict(blob["log"])
