@@ -187,33 +187,42 @@ class UNetTraining:
         check_int("save_every", self.save_every, 1)
 
 
+def ddpm_step(images: torch.Tensor, cfg: UNetTraining):
+    """`step(unet, generator) -> loss` of `training.fit` for DDPM on `images` (N, C, H, W): a batch of `cfg.batch_size`
+    images, each noised at a uniform timestep (`DDPMScheduler.add_noise`), epsilon-prediction MSE."""
+    from diffusers import DDPMScheduler
+
+    from .training import device_of
+
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
+
+    def step(unet, g: torch.Generator) -> torch.Tensor:
+        x0 = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g)
+        x0, noise, t = (v.to(device_of(unet)) for v in (x0, noise, t))
+        return torch.nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+    return step
+
+
 def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: bool = True,
                device: str | torch.device = "cpu", **unet_kwargs):
     """Train (or load; resumable) a `small_unet(**unet_kwargs)` on images (N, C, H, W) in [-1, 1] with diffusers'
     `DDPMScheduler.add_noise` and the epsilon-prediction loss, through `training.fit`, on `device`."""
-    from diffusers import DDPMScheduler
-
     from .data import data_fingerprint
-    from .training import Loop, device_of, fit
+    from .training import Loop, fit
 
     unet_kwargs = {"sample_size": images.shape[-1], "in_channels": images.shape[1], **unet_kwargs}
     settings = {"kind": "unet-ddpm", "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in unet_kwargs.items()},
                 "data": data_fingerprint(images.flatten(1)), **asdict(cfg)}
-    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)
 
     def make():
         torch.manual_seed(cfg.seed)
         unet = small_unet(**unet_kwargs)
         return unet, torch.optim.Adam(unet.parameters(), lr=cfg.lr)
 
-    def step(unet, g):
-        x0 = images[torch.randint(0, len(images), (cfg.batch_size,), generator=g)]
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g)
-        x0, noise, t = (v.to(device_of(unet)) for v in (x0, noise, t))
-        return torch.nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
-
-    unet = fit(make, step, Loop(cfg.steps, cfg.seed, device=device, save_every=cfg.save_every), name, settings, progress)
+    loop = Loop(cfg.steps, cfg.seed, device=device, save_every=cfg.save_every)
+    unet = fit(make, ddpm_step(images, cfg), loop, name, settings, progress)
     unet.eval()
     return unet
 
@@ -230,7 +239,9 @@ def unet_denoising_error(unet, images: torch.Tensor, seed: int = 0, num_train_ti
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=g)
     t = torch.randint(0, num_train_timesteps, (len(images),), generator=g)
-    device = next(unet.parameters()).device
+    from .training import device_of
+
+    device = device_of(unet)
     errors = []
     for start in range(0, len(images), batch_size):
         x0, eps, tt = (v[start:start + batch_size].to(device) for v in (images, noise, t))

@@ -56,7 +56,7 @@ def test_every_training_notebook_trains_on_its_device_parameter(number):
     calls = [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Call)
              and getattr(node.func, "attr", getattr(node.func, "id", None)) in TRAINERS]
     assert calls, "no training call found"
-    for call in calls:  # train_dae, which 02 times on the CPU on purpose, is not a trainer here
+    for call in calls:  # (02 also times DAE banks on the CPU, through speed.bank_vs_loop: a benchmark, not a model)
         passes = any(k.arg == "device" for k in call.keywords) or (
             len(call.args) == 3 and ast.unparse(call.args[2]) == "device")  # notebook06_model(profile, tok, device)
         assert passes, f"a training call without the device: {ast.unparse(call)[:120]}"

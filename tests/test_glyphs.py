@@ -1,5 +1,4 @@
 import re
-import time
 
 import numpy as np
 import pandas as pd
@@ -321,14 +320,6 @@ def test_bad_render_and_measure_arguments():
         colour_share(render(row)[None], "purple")
     with pytest.raises(ParameterError, match="parameter images"):
         colour_share(torch.zeros(2, 1, 16, 16), "red")
-
-
-def test_five_thousand_small_images_are_fast():
-    glyphs.clear_cache()  # a cold start: every glyph mask drawn anew
-    start = time.perf_counter()
-    s = make_glyph_set(5000, size=16, seed=0)
-    elapsed = time.perf_counter() - start
-    assert len(s) == 5000 and elapsed < 5.0, f"{elapsed:.2f} s"
 
 
 def test_with_duplicates_repeats_the_first_pairs():
