@@ -560,11 +560,6 @@ def decompose(images: torch.Tensor, background: str | Sequence[str] | None = Non
     return bg, colour, coverage
 
 
-def glyph_mask(images: torch.Tensor, background: str | Sequence[str] | None = None) -> torch.Tensor:
-    """Boolean (n, H, W): the pixels at least half covered by the glyph (see `decompose`)."""
-    return decompose(images, background)[2] >= 0.5
-
-
 def colour_share(images: torch.Tensor, colour: str, mask: torch.Tensor | None = None,
                  background: str | Sequence[str] | None = None) -> torch.Tensor:
     """Per image, the share of glyph pixels whose colour is `colour` (float (n,), NaN where no glyph pixel is found).

@@ -130,12 +130,6 @@ def is_memorized(samples: torch.Tensor, train: torch.Tensor, threshold: float = 
     return nn_distance_ratio(samples, train, unit_norm)[0] < threshold
 
 
-def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3,
-                       unit_norm: bool = False) -> float:
-    """Share of a batch of generations that are copies by the d1/d2 < 1/3 rule."""
-    return float(is_memorized(samples, train, threshold, unit_norm).float().mean())
-
-
 def detection_summary(scores, labels) -> dict[str, float]:
     """AUROC and TPR at 1% FPR of a detector whose higher scores mean 'memorized' (labels: 1 = memorized).
 

@@ -92,24 +92,6 @@ def encode_images(pipe, images) -> torch.Tensor:
     return encode(pipe, to_pixels(images, channels, size))
 
 
-def save_images(images: torch.Tensor, folder, prefix: str = "image") -> list:
-    """Pixels (n, C, H, W) in [-1, 1] -> 8-bit PNG files prefix-000.png, ... in `folder`; returns the paths."""
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(images):
-        a = ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        path = folder / f"{prefix}-{i:03d}.png"
-        Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
-        paths.append(path)
-    return paths
-
-
 @torch.no_grad()
 def prompt_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
     """Text-encoder hidden states (n, tokens, dim) exactly as the pipeline computes them ("" = the empty prompt)."""

@@ -190,15 +190,3 @@ def small_text_encoder(hidden: int = 64, layers: int = 2, heads: int = 2, seed: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CLIPTextModel(config)
-
-
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], max_length: int | None = None) -> torch.Tensor:
-    """The text encoder's `last_hidden_state` (B, L, hidden) for `prompts`, tokenized as `StableDiffusionPipeline`
-    does (`padding="max_length"`, `truncation=True`, no attention mask), with L = `max_length` (default
-    `tokenizer.model_max_length`, 77; a shorter one such as 16 is much faster on a CPU and keeps short captions
-    whole). Gradients flow (the small encoder is trained); wrap in `torch.no_grad()` for inference."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    limit = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-    length = check_int("max_length", limit if max_length is None else max_length, 2, limit)
-    ids = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]

@@ -44,16 +44,6 @@ def memorization_scales_alternative(x: torch.Tensor, sigma: float, lam: float) -
     return ((sq - n * lam).clamp_min(0) / (q4 + sigma**2 * sq)).sqrt()
 
 
-def memorization_weights(x: torch.Tensor, width: int, sigma: float, lam: float) -> torch.Tensor:
-    """The memorization solution as a (d, width) matrix: column i = r_i x_i for i < n, zero columns after."""
-    n, d = x.shape
-    if n > width:
-        raise ValueError(f"memorization needs n <= width; got n={n}, width={width}")
-    w = torch.zeros(d, width)
-    w[:, :n] = (x.float() * memorization_scales(x, sigma, lam)[:, None]).T
-    return w
-
-
 def separation_margin(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """m_ij = x_j^T x_i / (sigma ||x_j||) for i != j (diagonal set to -inf): how many noise standard deviations
     sample i sits inside the half-space where neuron j (a copy of x_j) is silent. The memorization solution is a

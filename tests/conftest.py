@@ -60,3 +60,23 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep the collection order (the default sorts units by test count)
     return NotebookScheduling(config, log)
+
+
+@pytest.fixture
+def write_pngs():
+    """`write_pngs(images, folder, prefix="image") -> paths`: pixels (n, C, H, W) in [-1, 1] as 8-bit PNG files
+    prefix-000.png, ... (what a user's folder of generated images looks like to `replib.score --images`)."""
+    import numpy as np
+    from PIL import Image
+
+    def write(images: torch.Tensor, folder, prefix: str = "image") -> list[Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, img in enumerate(images):
+            a = ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy().astype(np.uint8)
+            path = folder / f"{prefix}-{i:03d}.png"
+            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
+            paths.append(path)
+        return paths
+    return write

@@ -17,8 +17,8 @@ from replib.glyphs import (
     background_colours,
     caption,
     colour_share,
+    decompose,
     glyph_colours,
-    glyph_mask,
     holdout_split,
     make_glyph_set,
     render,
@@ -358,3 +358,8 @@ def test_off_palette_is_near_zero_for_rendered_glyphs_and_grows_with_blotches():
     blotchy = glyphs.off_palette((images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1))
     assert clean.shape == (16,) and clean.max() < 0.1  # antialiased edges only
     assert (blotchy > clean + 0.05).all()
+
+
+def glyph_mask(images, background=None):
+    """The pixels at least half covered by the glyph (`decompose`'s coverage)."""
+    return decompose(images, background)[2] >= 0.5

@@ -154,7 +154,7 @@ def test_concept_direction_subtracts_the_baseline():
         steering.concept_direction(a, {"x": b["x"]})
 
 
-def test_scoring_image_files_ranks_like_scoring_latents(pipe, tmp_path):
+def test_scoring_image_files_ranks_like_scoring_latents(pipe, tmp_path, write_pngs):
     """The paper's detector from images (8-bit PNG files, re-encoded by the pipeline) ranks generations as it ranks
     their model-space samples. These components are random, so their raw samples fall far outside [-1, 1]; a trained
     pixel-space model's stay inside, which the clamped samples stand for. With the random VAE the decode-encode round
@@ -164,7 +164,7 @@ def test_scoring_image_files_ranks_like_scoring_latents(pipe, tmp_path):
     prompts = PROMPTS * 4
     seeds = list(range(len(prompts)))
     gen = pipelines.generate(pipe, prompts, seeds, steps=4, guidance_scale=3.0, progress=False)
-    files = pipelines.save_images(gen.images, tmp_path / "png")
+    files = write_pngs(gen.images, tmp_path / "png")
     from_files = detection.paper_scores_from_images(pipe, files, LAYER, seed=seeds)
     from_tensor = detection.paper_scores_from_images(pipe, gen.images, LAYER, seed=seeds)
     assert from_files.shape == (len(prompts),) and np.isfinite(from_files).all()
@@ -174,11 +174,11 @@ def test_scoring_image_files_ranks_like_scoring_latents(pipe, tmp_path):
         assert spearmanr(in_range, from_files).statistic >= 0.9
 
 
-def test_to_pixels_takes_tensors_pil_and_paths(tmp_path):
+def test_to_pixels_takes_tensors_pil_and_paths(tmp_path, write_pngs):
     from PIL import Image
 
     x = torch.rand(2, 3, 16, 16) * 2 - 1
-    paths = pipelines.save_images(x, tmp_path)
+    paths = write_pngs(x, tmp_path)
     from_paths = pipelines.to_pixels(paths, 3, 16)
     assert from_paths.shape == (2, 3, 16, 16) and (from_paths - x).abs().max() <= 1 / 127.5 + 1e-6
     pil = [Image.open(p) for p in paths]

@@ -75,7 +75,7 @@ def test_two_processes_share_the_prompts_and_agree_with_one(loaded, tmp_path):
     pd.testing.assert_frame_equal(both[cols], one[cols], rtol=1e-4)
 
 
-def test_cli_scores_a_folder_of_images_prompt_free_and_resumes(loaded, tmp_path, monkeypatch):
+def test_cli_scores_a_folder_of_images_prompt_free_and_resumes(loaded, tmp_path, monkeypatch, write_pngs):
     import torch
 
     from replib import detection, pipelines
@@ -84,7 +84,7 @@ def test_cli_scores_a_folder_of_images_prompt_free_and_resumes(loaded, tmp_path,
     size = pipelines.pixel_shape(loaded.pipe)[1]
     images = torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     folder = tmp_path / "imgs"
-    files = pipelines.save_images(images[:3], folder)
+    files = write_pngs(images[:3], folder)
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "images.csv"
     args = ["--images", str(folder), "--out", str(out), "--mode", "standin", "--device", "cpu", "--batch-size", "2"]
@@ -94,7 +94,7 @@ def test_cli_scores_a_folder_of_images_prompt_free_and_resumes(loaded, tmp_path,
     direct = detection.paper_scores_from_images(loaded.pipe, files, seed=[score.file_seed(f.name) for f in files])
     np.testing.assert_allclose(first["paper"], direct, rtol=1e-5)
     # two more files: only they are scored, and the first three keep their rows
-    pipelines.save_images(images[3:], folder, prefix="more")
+    write_pngs(images[3:], folder, prefix="more")
     second = score.main(args)
     assert len(second) == 5 and list(second["file"][:3]) == list(first["file"])
     np.testing.assert_allclose(second["paper"][:3], first["paper"])

@@ -9,7 +9,7 @@ import torch
 import replib.text as text
 from replib.params import ParameterError
 from replib.text import (KNOWN_IDS, MAX_LENGTH, VOCAB_SIZE, bpe_path, bytes_to_unicode, check_tokenizer,
-                         clip_tokenizer, encode_prompts, read_bpe, small_text_encoder)
+                         clip_tokenizer, read_bpe, small_text_encoder)
 
 
 @pytest.fixture(autouse=True)
@@ -169,31 +169,27 @@ def test_env_var_overrides_the_bpe_file(monkeypatch, tmp_path):
 
 
 def test_text_encoder_shapes_finite_and_seeded(tok):
+    from replib.text2image import tokenize  # how training and StableDiffusionPipeline feed the encoder
+
     enc = small_text_encoder(hidden=32, layers=1, heads=2, seed=3)
     assert enc.config.vocab_size == VOCAB_SIZE and enc.config.max_position_embeddings == MAX_LENGTH
-    prompts = ["a photo of a cat", "a blue circle", ""]
+    ids = tokenize(tok, ["a photo of a cat", "a blue circle", ""])
     with torch.no_grad():
-        h = encode_prompts(tok, enc, prompts)
-        h16 = encode_prompts(tok, enc, prompts, max_length=16)
-    assert h.shape == (3, MAX_LENGTH, 32) and h16.shape == (3, 16, 32)
-    assert torch.isfinite(h).all() and torch.isfinite(h16).all()
+        h = enc(ids)[0]
+    assert h.shape == (3, MAX_LENGTH, 32) and torch.isfinite(h).all()
     assert not torch.allclose(h[0], h[1])
     state = torch.random.get_rng_state()
     same = small_text_encoder(hidden=32, layers=1, heads=2, seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)                   # caller's RNG untouched
     other = small_text_encoder(hidden=32, layers=1, heads=2, seed=4)
     with torch.no_grad():
-        assert torch.equal(encode_prompts(tok, same, prompts, max_length=16), h16)
-        assert not torch.allclose(encode_prompts(tok, other, prompts, max_length=16), h16)
-    assert encode_prompts(tok, enc, ["a cat"], max_length=8).requires_grad      # trainable by default
+        assert torch.equal(same(ids)[0], h)
+        assert not torch.allclose(other(ids)[0], h)
 
 
-def test_encoder_parameter_checks(tok):
+def test_encoder_parameter_checks():
     with pytest.raises(ParameterError, match="divisible"):
         small_text_encoder(hidden=30, heads=4)
-    enc = small_text_encoder(hidden=16, layers=1, heads=1)
-    with pytest.raises(ParameterError, match="max_length"):
-        encode_prompts(tok, enc, ["a cat"], max_length=78)
 
 
 def test_nothing_imports_open_clip():

@@ -10,7 +10,6 @@ from replib.theory import (
     linear_dae_solution,
     memorization_scales,
     memorization_scales_alternative,
-    memorization_weights,
     separation_margin,
     stored_scales,
     subspace_cosines,
@@ -64,17 +63,6 @@ def test_memorization_scales_zero_when_penalty_wins():
     r = memorization_scales(x, 0.3, 1.0, n=4)
     assert float(r[0]) == 0.0
     assert _brute_force_scale(x[0].double().numpy(), 4, 0.3, 1.0) == 0.0
-
-
-def test_memorization_weights_layout_and_width_check():
-    x = simplex_samples(3, 8, norm=2.0)
-    w = memorization_weights(x, 5, 0.2, 0.01)
-    r = memorization_scales(x, 0.2, 0.01)
-    assert w.shape == (8, 5)
-    assert torch.allclose(w[:, :3], (x * r[:, None]).T)
-    assert torch.count_nonzero(w[:, 3:]) == 0
-    with pytest.raises(ValueError):
-        memorization_weights(x, 2, 0.2, 0.01)
 
 
 # ---------------------------------------------------------------- memorization solution, Monte-Carlo stationarity
@@ -274,3 +262,14 @@ def test_stored_scales_split_over_two_columns():
     # a column that is not a copy (cosine below threshold) does not count
     w2 = torch.cat([w, (x[0] + x[1])[:, None]], dim=1)  # cosine 1/2 to both
     assert torch.allclose(stored_scales(w2, x), r, rtol=1e-5)
+
+
+def memorization_weights(x, width, sigma, lam):
+    """The memorization solution as a (d, width) matrix: column i = r_i x_i for i < n (r from
+    `theory.memorization_scales`, the function notebook 01 uses), zero columns after; n <= width."""
+    n, d = x.shape
+    if n > width:
+        raise ValueError(f"memorization needs n <= width; got n={n}, width={width}")
+    w = torch.zeros(d, width)
+    w[:, :n] = (x.float() * memorization_scales(x, sigma, lam)[:, None]).T
+    return w
