@@ -10,7 +10,6 @@ for a text-conditioned UNet) go through `unet_kwargs`.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -20,6 +19,7 @@ from .hooks import attached
 from .metrics import representation_std
 from .params import check_int
 from .representations import capture_features
+from .sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP, PublishedTable
 
 
 def noise_for(shape: torch.Size | tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
@@ -101,7 +101,7 @@ def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, 
                                   scheduler=scheduler, unet_kwargs={"encoder_hidden_states": empty})
 
 
-def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+def paper_scores(pipe, latents: torch.Tensor, layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
                  pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32) -> np.ndarray:
     """The paper's prompt-free detector on a pipeline: score = std of `paper_representations` at `layer` (spatial
     `pool`). One UNet evaluation per sample; higher = more likely memorized."""
@@ -109,7 +109,7 @@ def paper_scores(pipe, latents: torch.Tensor, layer: str = "up_blocks.0.resnets.
     return representation_std(reps).numpy()
 
 
-def paper_scores_from_images(pipe, images, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+def paper_scores_from_images(pipe, images, layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
                              pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32) -> np.ndarray:
     """The paper's detector as the paper runs it, from images: tensors (n, C, H, W) in [-1, 1], PIL images or file
     paths are brought to the pipeline's resolution, encoded with its VAE (`pipelines.encode_images`; pixels as they
@@ -214,34 +214,8 @@ def detector_table(results: dict[str, dict], labels) -> "pd.DataFrame":
     return pd.DataFrame(rows).set_index("detector")
 
 
-@dataclass(frozen=True)
-class PublishedTable:
-    """Published SD1.4 detection numbers from one source, with what they were measured on."""
-
-    source: str
-    negatives: str  # the non-memorized prompt set the source compared against
-    tpr_definition: str
-    rows: dict[str, tuple[float, float, float | None]]  # detector -> (AUROC, TPR@1%FPR, seconds per sample or None)
-
-
 KIT_TPR_DEFINITION = ("kit: threshold = the 99th percentile of the non-memorized prompts' scores; TPR = the share of "
                       "memorized prompts scoring strictly above it (`metrics.detection_summary`)")
-
-# Webster's 500 memorized prompts against 500 non-memorized ones on Stable Diffusion v1.4, from two sources that used
-# different negative sets: keep them apart. Notebook 08 puts the kit's numbers beside each.
-SD14_PUBLISHED = {
-    "paper": PublishedTable(
-        source="the paper (arXiv 2512.20963), its SD1.4 detection table",
-        negatives="non-memorized prompts from Lexica",
-        tpr_definition="TPR at 1% FPR as the paper reports it (its threshold rule is not restated here)",
-        rows={"paper (representation std)": (0.987, 0.961, 0.067), "Wen et al.": (0.986, 0.961, 0.134)}),
-    "jeon": PublishedTable(
-        source="Jeon et al. (ICML 2025), Table 1",
-        negatives="Jeon et al.'s 500 non-memorized prompts (COCO, Lexica, Tuxemon, GPT-4): the set the kit uses",
-        tpr_definition="TPR at 1% FPR as Jeon et al. report it (their threshold rule is not restated here)",
-        rows={"Wen et al., first step": (0.976, 0.896, None), "Jeon et al. (sharpness)": (0.987, 0.908, None)}),
-}
-
 
 def beside_published(table: "pd.DataFrame", names: dict[str, str], published: PublishedTable,
                      label: str = "kit") -> "pd.DataFrame":

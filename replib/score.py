@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP
+
 DETECTORS = ("paper", "wen")
 FIELDS = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean", "seconds", "model", "standin"]
 IMAGE_FIELDS = ["file", "seed", "paper", "seconds", "model", "standin"]
@@ -101,7 +103,7 @@ def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str
 
 
 def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps: int = 50, guidance_scale: float = 7.5,
-        seed: int = 0, batch_size: int = 4, layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+        seed: int = 0, batch_size: int = 4, layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
         progress: bool = True, from_images: bool = False) -> pd.DataFrame:
     """Score every prompt not yet in `out`; returns all results so far. Works alone or under `accelerate launch`."""
     from accelerate import PartialState
@@ -146,7 +148,7 @@ def file_seed(name: str, seed: int = 0) -> int:
 
 
 def score_images(files: list[Path], out: str | Path, loaded, seed: int = 0, batch_size: int = 8,
-                 layer: str = "up_blocks.0.resnets.2.nonlinearity", timestep: int = 10,
+                 layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
                  progress: bool = True) -> pd.DataFrame:
     """The paper's prompt-free score of every image file not yet in `out` (rows appended after every batch, so an
     interrupted run resumes); returns every row so far."""
@@ -189,8 +191,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--layer", default="up_blocks.0.resnets.2.nonlinearity")
-    ap.add_argument("--timestep", type=int, default=10)
+    ap.add_argument("--layer", default=DETECTOR_LAYER)
+    ap.add_argument("--timestep", type=int, default=DETECTOR_TIMESTEP)
     ap.add_argument("--from-images", action="store_true",
                     help="score the decoded image re-encoded by the VAE (as the paper does), not the sampler's latent")
     args = ap.parse_args(argv)

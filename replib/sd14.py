@@ -14,6 +14,10 @@ downsampling, a UNet with SD1.4's block types and 2 ResNets per down level, so `
 text encoder, CLIP's real tokenizer, SD1.4's scheduler config) but small random weights, with `save_pretrained`;
 `load_sd14(path)` then loads it through the same `from_pretrained` path as the real weights. Scores computed with it
 say nothing about memorization: it exists so that the notebooks and the command line run end to end anywhere.
+
+Every fact about SD1.4 that the kit uses lives here: the model id and revision, the scheduler config, the paper's
+detector layer and timestep, the paper's steering blocks, the modes and dtypes of the CLI and notebooks 08-09, and
+the published detection numbers (`PUBLISHED`, each with its source).
 """
 from __future__ import annotations
 
@@ -34,6 +38,12 @@ REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format ma
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
 MODES = ("auto", "real", "standin")  # real: SD1.4 or an error; standin: the stand-in; auto: real when it loads
 DTYPES = ("auto", "float32", "float16")
+# The paper's detector on SD1.4: the first up block's last ResNet (its SiLU after norm2), one pass at t = 10 of 1000.
+DETECTOR_LAYER = "up_blocks.0.resnets.2.nonlinearity"
+DETECTOR_TIMESTEP = 10
+# The paper's steering blocks on SD1.4: up_blocks.0 resnets 0-2 and up_blocks.1 resnets 0-1.
+STEERING_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
+                   "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
 SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
                   "steps_offset": 1}
@@ -247,3 +257,31 @@ def start(mode: str, path: str | os.PathLike | None, device: str, dtype: str, se
     loaded = load_or_standin(mode, path or None, device, dtype)
     sets = {label: load_or_examples(name, loaded.standin) for label, name in prompt_sets.items()}
     return Start(loaded, tag(loaded), sets, banner(loaded, *sets.values()))
+
+
+# --- Published detection numbers -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """Published SD1.4 detection numbers from one source, with what they were measured on."""
+
+    source: str
+    negatives: str  # the non-memorized prompt set the source compared against
+    tpr_definition: str
+    rows: dict[str, tuple[float, float, float | None]]  # detector -> (AUROC, TPR@1%FPR, seconds per sample or None)
+
+
+# Webster's 500 memorized prompts against 500 non-memorized ones on Stable Diffusion v1.4, from two sources that used
+# different negative sets: keep them apart. Notebook 08 puts the kit's numbers beside each.
+PUBLISHED = {
+    "paper": PublishedTable(
+        source="the paper (arXiv 2512.20963), its SD1.4 detection table",
+        negatives="non-memorized prompts from Lexica",
+        tpr_definition="TPR at 1% FPR as the paper reports it (its threshold rule is not restated here)",
+        rows={"paper (representation std)": (0.987, 0.961, 0.067), "Wen et al.": (0.986, 0.961, 0.134)}),
+    "jeon": PublishedTable(
+        source="Jeon et al. (ICML 2025), Table 1",
+        negatives="Jeon et al.'s 500 non-memorized prompts (COCO, Lexica, Tuxemon, GPT-4): the set the kit uses",
+        tpr_definition="TPR at 1% FPR as Jeon et al. report it (their threshold rule is not restated here)",
+        rows={"Wen et al., first step": (0.976, 0.896, None), "Jeon et al. (sharpness)": (0.987, 0.908, None)}),
+}

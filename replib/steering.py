@@ -18,10 +18,6 @@ import torch
 from .hooks import attached, resolve
 from .params import check_float, check_int
 
-SD14_STEERING_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
-                        "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
-
-
 @torch.no_grad()
 def concept_vectors(pipe, latents: torch.Tensor, prompts: list[str], layers: list[str], timestep: int = 10,
                     seed: int = 0, batch_size: int = 32) -> dict[str, torch.Tensor]:

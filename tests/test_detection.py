@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from replib import detection, metrics, plotting
+from replib import detection, metrics, plotting, sd14
 from replib.diffusion import small_unet
 from replib.params import ParameterError
 
@@ -103,13 +103,13 @@ def test_beside_published_keeps_each_source_apart():
 
     table = pd.DataFrame({"AUROC": [0.9, 0.8], "TPR@1%FPR": [0.5, 0.4], "s / sample": [0.1, 0.2]}, index=["ours", "wen"])
     paper = detection.beside_published(table, {"paper (representation std)": "ours", "Wen et al.": "wen"},
-                                       detection.SD14_PUBLISHED["paper"], label="kit")
+                                       sd14.PUBLISHED["paper"], label="kit")
     assert list(paper.index) == ["paper (representation std)", "Wen et al."]
     assert paper.loc["paper (representation std)", "AUROC published"] == 0.987
     assert paper.loc["Wen et al.", "AUROC published"] == 0.986 and paper.loc["Wen et al.", "s / sample published"] == 0.134
     assert paper.loc["paper (representation std)", "AUROC kit"] == 0.9
     assert "Lexica" in paper.attrs["negatives"] and "2512.20963" in paper.attrs["source"]
-    jeon = detection.beside_published(table, {"Wen et al., first step": "wen"}, detection.SD14_PUBLISHED["jeon"])
+    jeon = detection.beside_published(table, {"Wen et al., first step": "wen"}, sd14.PUBLISHED["jeon"])
     assert jeon.loc["Wen et al., first step", "AUROC published"] == 0.976
     assert np.isnan(jeon.loc["Jeon et al. (sharpness)", "AUROC kit"])
     assert "ICML 2025" in jeon.attrs["source"] and "the set the kit uses" in jeon.attrs["negatives"]
