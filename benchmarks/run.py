@@ -14,9 +14,12 @@ import argparse
 import pandas as pd
 import torch
 
-from replib import data, glyphs, speed
-from replib.diffusion import ToyDiffusionDAE, ToyTraining, UNetTraining, ddpm_step, small_unet, toy_loss
-from replib.training import DAETraining
+from replib import speed
+from replib.data import digits, glyphs
+from replib.models.toy import ToyDiffusionDAE
+from replib.models.unets import small_unet
+from replib.training.dae import DAETraining
+from replib.training.diffusion import ToyTraining, UNetTraining, ddpm_step, toy_loss
 
 LOOP_GOAL = 1.05
 
@@ -24,15 +27,15 @@ LOOP_GOAL = 1.05
 def loop_rows(steps: int, repeats: int) -> list[dict]:
     """`training.fit` against `speed.bare_loop` on the smallest model the kit trains (notebook 04's toy diffusion
     DAE, where a fixed per-step cost shows most) and on notebook 05's UNet."""
-    images, _ = data.load_images("mnist")
-    flat = data.center(images[:512])[0]
+    images, _ = digits.load_images("mnist")
+    flat = digits.center(images[:512])[0]
     toy_cfg = ToyTraining(batch_size=256)
 
     def make_toy():
         model = ToyDiffusionDAE(flat.shape[1], 100, seed=0)
         return model, torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
 
-    pixels = data.as_image_batch(images[:512], data.IMAGE_SHAPES["mnist"], 16)  # as notebook 05 feeds its UNet
+    pixels = digits.as_image_batch(images[:512], digits.IMAGE_SHAPES["mnist"], 16)  # as notebook 05 feeds its UNet
 
     def make_unet():
         torch.manual_seed(0)
@@ -49,8 +52,8 @@ def loop_rows(steps: int, repeats: int) -> list[dict]:
 
 def bank_row(steps: int) -> dict:
     """Notebook 02's case: 8 DAEs of width 100 on 8x8 digits, as one bank and as a loop."""
-    images, _ = data.load_images("digits")
-    sets = [data.center(images[data.subsample_indices(len(images), n, seed=s)])[0]
+    images, _ = digits.load_images("digits")
+    sets = [digits.center(images[digits.subsample_indices(len(images), n, seed=s)])[0]
             for n in (10, 40, 160, 640) for s in (0, 1)]
     cfg = DAETraining(sigma=0.2, steps=steps, optimizer="adam", lr=1e-3, batch_size=64)
     out = speed.bank_vs_loop(sets, cfg, width=100)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import pickletools
 import re
@@ -126,3 +125,14 @@ def load_or_compute(name: str, settings: dict[str, Any], compute: Callable[[], A
     if verbose:
         print(f"trained and saved checkpoint {path.name}")
     return result
+
+
+def data_fingerprint(x: torch.Tensor | list[torch.Tensor]) -> str:
+    """A short hash of the data's values, so checkpoints are keyed by the exact training set."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in x if isinstance(x, (list, tuple)) else [x]:
+        h.update(str(tuple(t.shape)).encode())  # set boundaries matter: [x[:2], x[2:]] != [x[:3], x[3:]]
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

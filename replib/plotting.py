@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .metrics import best_column_cosine
+from .probes.metrics import best_column_cosine
 
 
 def _img(v: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:

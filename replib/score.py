@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP
+from .models.sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP
 
 DETECTORS = ("paper", "wen")
 FIELDS = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean", "seconds", "model", "standin"]
@@ -38,7 +38,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 def read_prompts(path: str | Path) -> list[str]:
     """One prompt per line of a .txt file, or the `caption` field of each line of a .jsonl file."""
-    from .prompts import read_prompt_file
+    from .data.prompts import read_prompt_file
 
     prompts = read_prompt_file(path)
     if not prompts:
@@ -83,7 +83,8 @@ def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str
                 guidance_scale: float, layer: str, timestep: int, from_images: bool = False) -> list[dict]:
     """Generate `prompts` with `seeds` and score each generation; one dict per prompt (scores missing = NaN).
     from_images: the paper's score of the decoded image re-encoded by the pipeline, else of the sampler's latent."""
-    from . import detection, pipelines
+    from .models import pipelines
+    from .probes import detection
 
     t0 = time.perf_counter()
     with detection.record_guidance(pipe) as rec:
@@ -152,7 +153,7 @@ def score_images(files: list[Path], out: str | Path, loaded, seed: int = 0, batc
                  progress: bool = True) -> pd.DataFrame:
     """The paper's prompt-free score of every image file not yet in `out` (rows appended after every batch, so an
     interrupted run resumes); returns every row so far."""
-    from . import detection
+    from .probes import detection
     from .widgets import progress as bar
 
     out = Path(out)
@@ -172,13 +173,13 @@ def score_images(files: list[Path], out: str | Path, loaded, seed: int = 0, batc
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     from accelerate import PartialState
 
-    from .sd14 import DEVICES, DTYPES, MODES, choose_device, load_or_standin
+    from .models.sd14 import DEVICES, DTYPES, MODES, choose_device, load_or_standin
 
     ap = argparse.ArgumentParser(prog="python -m replib.score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="a .txt (one prompt per line) or .jsonl (field caption) file")
-    src.add_argument("--set", choices=("memorized", "nonmemorized"), help="a public prompt set (replib.prompts)")
+    src.add_argument("--set", choices=("memorized", "nonmemorized"), help="a public prompt set (replib.data.prompts)")
     src.add_argument("--images", help="a folder of images to score with the paper's detector (no prompts)")
     ap.add_argument("--out", required=True, help="CSV to append to (resumes: prompt indices already there are skipped)")
     ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.prompts:
         prompts = read_prompts(args.prompts)
     else:
-        from .prompts import load_prompt_set
+        from .data.prompts import load_prompt_set
 
         prompts = load_prompt_set(args.set).prompts
     prompts = prompts[: args.limit] if args.limit else prompts

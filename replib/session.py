@@ -7,7 +7,6 @@ import random
 import numpy as np
 import torch
 
-
 DEVICES = ("auto", "cpu", "cuda")  # every notebook's DEVICE and the CLI's --device; "auto": CUDA when present
 
 

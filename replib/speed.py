@@ -41,7 +41,7 @@ def loop_overhead(make, step, steps: int, repeats: int = 3) -> dict[str, float]:
     """Seconds per step of `training.fit` (no checkpoint, the loss logged every step, the progress bar off) and of
     `bare_loop`, best of `repeats` each (interleaved), and their ratio (1.0: no overhead). Both end with the same
     weights (a constant schedule scales the learning rate by 1.0)."""
-    from .training import Loop, fit
+    from .training.loop import Loop, fit
 
     bare_loop(make, step, min(steps, 5))  # warm-up: first calls pay for allocations and lazy initialisation
     fit_s, bare_s = [], []
@@ -55,8 +55,8 @@ def loop_overhead(make, step, steps: int, repeats: int = 3) -> dict[str, float]:
 def bank_vs_loop(sets: list[torch.Tensor], cfg, width: int, repeats: int = 2) -> dict[str, float]:
     """Seconds to train one DAE per data set as one batched bank (`dae.ReLUDAE(n_models=M)`) and as a Python loop over
     M single DAEs (same settings), best of `repeats`, and the speed-up of the bank."""
-    from .dae import ReLUDAE
-    from .training import train_dae
+    from .models.dae import ReLUDAE
+    from .training.dae import train_dae
 
     d = sets[0].shape[1]
     bank = best_of(lambda: train_dae(ReLUDAE(d, width, n_models=len(sets)), sets, cfg, progress=False), repeats)

@@ -13,7 +13,6 @@ from PIL import Image
 from replib import book, execute
 
 
-
 def _png() -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), "red").save(buffer, format="PNG")

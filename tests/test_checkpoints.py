@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import replib.training as training
-from replib.checkpoints import cache_dir, checkpoint_path, load_or_compute, save_atomic, settings_key
-from replib.dae import ReLUDAE
-from replib.data import simplex_samples
-from replib.training import DAETraining, TrainLog, train_dae, train_dae_cached
+import replib.training.dae as training
+from replib.checkpoints import (
+    cache_dir,
+    checkpoint_path,
+    load_or_compute,
+    save_atomic,
+    settings_key,
+)
+from replib.data.digits import simplex_samples
+from replib.models.dae import ReLUDAE
+from replib.training.dae import DAETraining, TrainLog, train_dae, train_dae_cached
 
 
 @pytest.fixture
@@ -216,7 +222,7 @@ def test_train_dae_cached_trains_once_then_loads(cache, counted_train):
     assert torch.equal(m1.W1, m2.W1)
     assert log1.steps == log2.steps and all((a == b).all() for a, b in zip(log1.loss, log2.loss))
     # the loaded weights are the trained ones, not a fresh initialisation
-    assert not torch.equal(m2.W1, training.ReLUDAE(8, 6).W1)
+    assert not torch.equal(m2.W1, ReLUDAE(8, 6).W1)
     # other settings or other data train again
     train_dae_cached("dae", x, DAETraining(sigma=0.2, steps=30, lr=1e-2), width=6, progress=False)
     assert len(counted_train) == 2

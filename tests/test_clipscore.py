@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from replib import clipscore
+from replib.probes import clipscore
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""replib.collapse: the entropy estimator against closed forms, the selections against a random subset, the recursive
+"""replib.experiments.collapse: the entropy estimator against closed forms, the selections against a random subset, the recursive
 loop's per-iteration cache, and the notebook-10 claims failing where the effect is absent."""
 import math
 
 import pytest
 import torch
 
-from replib import collapse
+from replib.experiments import collapse
 from replib.params import ParameterError
 
 

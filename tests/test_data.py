@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from replib.data import (
+from replib.checkpoints import data_fingerprint
+from replib.data.digits import (
     IMAGE_SHAPES,
     GaussianMixture,
     center,
-    data_fingerprint,
     duplicate,
     imbalanced,
     load_images,

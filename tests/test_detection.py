@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from replib import detection, metrics, plotting, sd14
-from replib.diffusion import small_unet
+from replib import plotting
+from replib.models import sd14
+from replib.models.unets import small_unet
 from replib.params import ParameterError
+from replib.probes import detection, metrics
 
 LAYER = "up_blocks.0.resnets.1.nonlinearity"
 

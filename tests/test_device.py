@@ -11,7 +11,7 @@ from torch import nn
 
 from replib.params import ParameterError
 from replib.session import DEVICES, choose_device
-from replib.training import Loop, fit
+from replib.training.loop import Loop, fit
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TRAINING_NOTEBOOKS = ["01", "02", "03", "04", "05", "06", "07", "10"]
@@ -34,7 +34,7 @@ def test_bad_device_names_the_parameter(monkeypatch):
 
 
 def test_the_cli_and_the_sd14_notebooks_use_the_same_choices():
-    from replib import sd14
+    from replib.models import sd14
 
     assert sd14.DEVICES is DEVICES
 

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from replib import metrics
-from replib.diffusion import ToyDiffusionDAE, ToyTraining, sample_toy, train_toy
+from replib.models.toy import ToyDiffusionDAE, sample_toy
 from replib.params import ParameterError
+from replib.probes import metrics
+from replib.training.diffusion import ToyTraining, train_toy
 
 
 def test_form_and_skip_starts_at_zero():
@@ -55,7 +56,7 @@ def test_unit_norm_copy_rule_counts_dim_copies():
 def test_toy_denoising_error_is_the_objective_on_given_images():
     """Every image once at a seeded sigma: the same seed gives the same number, and a model that outputs zero scores
     the images' mean squared norm (the mean-image baseline of notebook 04)."""
-    from replib.diffusion import toy_denoising_error
+    from replib.training.diffusion import toy_denoising_error
 
     x = torch.randn(50, 12, generator=torch.Generator().manual_seed(0))
     cfg = ToyTraining(steps=1)

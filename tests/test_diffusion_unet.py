@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from replib import data
-from replib.diffusion import UNetTraining, sample_ddim, small_unet, train_unet
-from replib.representations import capture_features
+from replib.data import digits
+from replib.models.unets import sample_ddim, small_unet
+from replib.probes.representations import capture_features
+from replib.training.diffusion import UNetTraining, train_unet
 
 
 def test_small_unet_shapes():
@@ -15,8 +16,8 @@ def test_small_unet_shapes():
 
 def test_train_cached_and_sample(tmp_path, monkeypatch):
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))
-    x, _ = data.load_images("digits", n=6)
-    imgs = data.as_image_batch(x, data.IMAGE_SHAPES["digits"])
+    x, _ = digits.load_images("digits", n=6)
+    imgs = digits.as_image_batch(x, digits.IMAGE_SHAPES["digits"])
     assert imgs.shape == (6, 1, 8, 8) and imgs.min() >= -1 and imgs.max() <= 1
     cfg = UNetTraining(steps=6, batch_size=4, save_every=3)
     unet = train_unet("u", imgs, cfg, progress=False, channels=(8, 16), norm_groups=4)
@@ -35,14 +36,14 @@ def test_train_cached_and_sample(tmp_path, monkeypatch):
 
 
 def test_resize_keeps_range():
-    x, _ = data.load_images("mnist", n=3)
-    imgs = data.as_image_batch(x, (28, 28), 16)
+    x, _ = digits.load_images("mnist", n=3)
+    imgs = digits.as_image_batch(x, (28, 28), 16)
     assert imgs.shape == (3, 1, 16, 16) and imgs.min() >= -1 and imgs.max() <= 1
 
 
 def test_pad_to_32_uses_background():
-    x, _ = data.load_images("mnist", n=2)
-    imgs = data.as_image_batch(x, (28, 28), 32)
+    x, _ = digits.load_images("mnist", n=2)
+    imgs = digits.as_image_batch(x, (28, 28), 32)
     assert imgs.shape == (2, 1, 32, 32)
     assert torch.equal(imgs[:, :, 2:30, 2:30], x.reshape(2, 1, 28, 28))
     assert (imgs[:, :, :2] == -1).all() and (imgs[:, :, :, 30:] == -1).all()
@@ -51,7 +52,7 @@ def test_pad_to_32_uses_background():
 def test_unet_denoising_error_scores_zero_noise_as_one():
     """Predicting zero noise scores the mean squared noise, about 1; the same seed gives the same number, in batches
     of any size."""
-    from replib.diffusion import unet_denoising_error
+    from replib.training.diffusion import unet_denoising_error
 
     class Zero(torch.nn.Module):
         def forward(self, x, t):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from replib import glyphs
-from replib.glyphs import (
+from replib.data import glyphs
+from replib.data.glyphs import (
     ATTRIBUTE_COLUMNS,
     CAPTION_COLUMNS,
     COLOURS,
@@ -22,8 +22,8 @@ from replib.glyphs import (
     holdout_split,
     make_glyph_set,
     render,
-    with_duplicates,
     render_many,
+    with_duplicates,
 )
 from replib.params import ParameterError
 

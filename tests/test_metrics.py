@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from replib.metrics import (
+from replib.probes.metrics import (
     auroc,
     best_column_cosine,
     cosine_matrix,

@@ -2,7 +2,13 @@ import math
 
 import pytest
 
-from replib.params import ParameterError, check_choice, check_float, check_int, check_int_list
+from replib.params import (
+    ParameterError,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_list,
+)
 
 
 def test_check_choice_accepts_and_returns_allowed_value():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from replib import detection, pipelines, steering
+from replib.models import pipelines
+from replib.probes import detection, steering
 
 LAYER = "up_blocks.0.resnets.1.nonlinearity"
 BLOCKS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1"]
@@ -27,7 +28,12 @@ def _tokenizer(tmp_path):
 
 
 def _pipe(tmp_path, with_vae: bool):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)

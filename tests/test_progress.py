@@ -7,10 +7,10 @@ import torch
 import tqdm.std
 from torch import nn
 
-from replib.training import Loop, fit
-from replib.dae import ReLUDAE
-from replib.data import simplex_samples
-from replib.training import DAETraining, train_dae
+from replib.data.digits import simplex_samples
+from replib.models.dae import ReLUDAE
+from replib.training.dae import DAETraining, train_dae
+from replib.training.loop import Loop, fit
 
 STEPS = 1000
 

@@ -1,4 +1,4 @@
-"""Tests of replib.prompts: local reading, checksums, download and cache (urlopen faked: no network), sampling, and
+"""Tests of replib.data.prompts: local reading, checksums, download and cache (urlopen faked: no network), sampling, and
 the stand-in's example prompts.
 
 Most tests run on fabricated files (checked against their own sha256) and run everywhere. The tests of the two
@@ -20,8 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from replib import example_prompts, prompts
-from replib.prompts import PROMPT_SETS, PromptSet, PromptSetError, load_or_examples, load_prompt_set, sample
+from replib.data import example_prompts, prompts
+from replib.data.prompts import (
+    PROMPT_SETS,
+    PromptSet,
+    PromptSetError,
+    load_or_examples,
+    load_prompt_set,
+    sample,
+)
 
 REQUIRE_VAR = "REPLIB_REQUIRE_PROMPTS"  # "1": a published-file test that finds no files fails instead of skipping
 DOWNLOAD_TIMEOUT = 3.0  # seconds the session's one download attempt may take

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from replib import metrics
-from replib.representations import capture_features, pool_features
+from replib.probes import metrics
+from replib.probes.representations import capture_features, pool_features
 
 
 def test_pooling():

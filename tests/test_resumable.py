@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from replib.checkpoints import checkpoint_path
-from replib.training import Loop, fit
+from replib.training.loop import Loop, fit
 
 SETTINGS = {"kind": "test-resumable", "steps": 30}
 

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replib import score, sd14
+from replib import score
+from replib.models import sd14
 
 PROMPTS = ["a photo of a cat", "an old man", "a red car", "a bowl of soup", "a castle at night"]
 
@@ -78,7 +79,8 @@ def test_two_processes_share_the_prompts_and_agree_with_one(loaded, tmp_path):
 def test_cli_scores_a_folder_of_images_prompt_free_and_resumes(loaded, tmp_path, monkeypatch, write_pngs):
     import torch
 
-    from replib import detection, pipelines
+    from replib.models import pipelines
+    from replib.probes import detection
 
     monkeypatch.setattr(sd14, "load_or_standin", lambda *a, **k: loaded)
     size = pipelines.pixel_shape(loaded.pipe)[1]

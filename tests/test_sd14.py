@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from replib import detection, pipelines, prompts, sd14
+from replib.data import prompts
+from replib.experiments import sd14_run
+from replib.models import pipelines, sd14
 from replib.params import ParameterError
+from replib.probes import detection
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +97,18 @@ def test_banner_and_tags_say_stand_in_loudly(standin_dir):
     standin = sd14.load_sd14(standin_dir, device="cpu")
     real = sd14.LoadedPipeline(standin.pipe, "CompVis/stable-diffusion-v1-4@133a221b (cache)", False, "cuda",
                                torch.float16, 9.0)
-    box = sd14.banner(standin)
+    box = sd14_run.banner(standin)
     assert "NOT meaningful" in box._repr_html_() and "NOT meaningful" in box._repr_markdown_()
     assert "huggingface-cli download" in repr(box) and sd14.ENV_VAR in repr(box)
-    assert sd14.tag(standin) == sd14.STANDIN_TAG + " " and sd14.STANDIN_TAG in sd14.model_label(standin)
-    assert sd14.tag(real) == "" and "STAND-IN" not in sd14.banner(real)._repr_html_()
-    assert "float16" in repr(sd14.banner(real)) and "SD1.4" in sd14.model_label(real)
+    assert sd14_run.tag(standin) == sd14_run.STANDIN_TAG + " " and sd14_run.STANDIN_TAG in sd14_run.model_label(standin)
+    assert sd14_run.tag(real) == "" and "STAND-IN" not in sd14_run.banner(real)._repr_html_()
+    assert "float16" in repr(sd14_run.banner(real)) and "SD1.4" in sd14_run.model_label(real)
 
 
 def test_banner_says_when_the_prompts_are_the_kits_examples(standin_dir):
     standin = sd14.load_sd14(standin_dir, device="cpu")
     published = prompts.PromptSet("memorized", ["a"], None, "0" * 64)
-    plain, examples = sd14.banner(standin, published), sd14.banner(standin, published, prompts.example_set("memorized"))
+    plain, examples = sd14_run.banner(standin, published), sd14_run.banner(standin, published, prompts.example_set("memorized"))
     assert not plain.example_prompts and "example prompts" not in repr(plain)
     assert examples.example_prompts and "EXAMPLE PROMPTS" in repr(examples).splitlines()[0]
     for text in (repr(examples), examples._repr_html_(), examples._repr_markdown_()):
@@ -116,7 +119,7 @@ def test_start_names_bad_notebook_parameters_and_loads_the_standin(monkeypatch):
     for bad, name in ((("fake", "cpu", "auto"), "MODE"), (("standin", "tpu", "auto"), "DEVICE"),
                       (("standin", "cpu", "float8"), "DTYPE")):
         with pytest.raises(ParameterError, match=name):
-            sd14.start(bad[0], None, bad[1], bad[2], 0, 1, {})
-    start = sd14.start("standin", "", "cpu", "auto", 0, 1, {"memorized": "memorized"})
-    assert start.loaded.standin and start.pipe is start.loaded.pipe and start.tag == sd14.tag(start.loaded)
+            sd14_run.start(bad[0], None, bad[1], bad[2], 0, 1, {})
+    start = sd14_run.start("standin", "", "cpu", "auto", 0, 1, {"memorized": "memorized"})
+    assert start.loaded.standin and start.pipe is start.loaded.pipe and start.tag == sd14_run.tag(start.loaded)
     assert list(start.sets) == ["memorized"] and "STAND-IN" in repr(start.banner)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from replib import data, detection, glyphs, metrics, steering
-from replib.diffusion import sample_ddim, small_unet
+from replib.data import digits, glyphs
 from replib.execute import NOTEBOOKS, default_parameters, smoke_parameters
+from replib.models.unets import sample_ddim, small_unet
+from replib.probes import detection, metrics, steering
 
 
 def bars(prefix: str) -> list[dict]:
@@ -22,9 +23,9 @@ def test_05_untrained_unet_fails_the_memorization_bars():
     (>= 5%), without which the detector's AUROC is not even defined. (MIN_STD_RATIO_GAP compares two models that
     start from one initialisation, so an untrained pair shows no gap at all; notebook 05 says how far untrained
     UNets of *different* initialisations spread.)"""
-    images, _ = data.load_images("digits")
-    pixels = data.as_image_batch(images, data.IMAGE_SHAPES["digits"], 8)
-    order = data.subsample_indices(len(pixels), len(pixels), seed=0)
+    images, _ = digits.load_images("digits")
+    pixels = digits.as_image_batch(images, digits.IMAGE_SHAPES["digits"], 8)
+    order = digits.subsample_indices(len(pixels), len(pixels), seed=0)
     torch.manual_seed(0)
     samples = sample_ddim(small_unet(8).eval(), 64, steps=20, seed=1)
     for n in (8, 512):
@@ -36,8 +37,9 @@ def test_05_untrained_unet_fails_the_memorization_bars():
 
 @pytest.fixture(scope="module")
 def untrained_t2i():
-    from replib.text import check_tokenizer, clip_tokenizer
-    from replib.text2image import T2ITraining, as_pipeline, build_model
+    from replib.models.text import check_tokenizer, clip_tokenizer
+    from replib.models.unets import as_pipeline
+    from replib.training.diffusion import T2ITraining, build_model
 
     return as_pipeline(build_model(T2ITraining()), check_tokenizer(clip_tokenizer()))
 
@@ -46,7 +48,7 @@ def test_06_untrained_text_to_image_model_fails_every_bar(untrained_t2i):
     """Notebook 06's smoke set-up (2 duplicated captions x 16 seeds, N_NEGATIVES captions seen once) on an untrained
     model: nothing is copied (MIN_COPIED), no caption is followed beyond chance (FOLLOW_BARS), and the paper's
     detector does not separate the groups (MIN_AUROC)."""
-    from replib import t2i_benchmark
+    from replib.experiments import t2i_benchmark
 
     smoke = bars("06")[1]
     distinct, _, is_dup = t2i_benchmark.Mix(smoke["N_DISTINCT"], smoke["N_DUPLICATED"], 2, 1).glyphs(16, seed=0)

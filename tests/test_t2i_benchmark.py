@@ -5,16 +5,19 @@ import pandas as pd
 import pytest
 import torch
 
-from replib import detection, glyphs, t2i_benchmark as bench
+from replib.data import glyphs
+from replib.experiments import t2i_benchmark as bench
 from replib.params import ParameterError
+from replib.probes import detection
 
 LAYER = "up_blocks.0.resnets.1.nonlinearity"
 
 
 @pytest.fixture(scope="module")
 def setup():
-    from replib.text import check_tokenizer, clip_tokenizer
-    from replib.text2image import T2ITraining, as_pipeline, build_model
+    from replib.models.text import check_tokenizer, clip_tokenizer
+    from replib.models.unets import as_pipeline
+    from replib.training.diffusion import T2ITraining, build_model
 
     torch.manual_seed(0)
     pipe = as_pipeline(build_model(T2ITraining()), check_tokenizer(clip_tokenizer()))

@@ -6,10 +6,19 @@ import socket
 import pytest
 import torch
 
-import replib.text as text
+import replib.models.text as text
+from replib.models.text import (
+    KNOWN_IDS,
+    MAX_LENGTH,
+    VOCAB_SIZE,
+    bpe_path,
+    bytes_to_unicode,
+    check_tokenizer,
+    clip_tokenizer,
+    read_bpe,
+    small_text_encoder,
+)
 from replib.params import ParameterError
-from replib.text import (KNOWN_IDS, MAX_LENGTH, VOCAB_SIZE, bpe_path, bytes_to_unicode, check_tokenizer,
-                         clip_tokenizer, read_bpe, small_text_encoder)
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +178,9 @@ def test_env_var_overrides_the_bpe_file(monkeypatch, tmp_path):
 
 
 def test_text_encoder_shapes_finite_and_seeded(tok):
-    from replib.text2image import tokenize  # how training and StableDiffusionPipeline feed the encoder
+    from replib.models.text import (
+        tokenize,  # how training and StableDiffusionPipeline feed the encoder
+    )
 
     enc = small_text_encoder(hidden=32, layers=1, heads=2, seed=3)
     assert enc.config.vocab_size == VOCAB_SIZE and enc.config.max_position_embeddings == MAX_LENGTH
@@ -195,7 +206,7 @@ def test_encoder_parameter_checks():
 def test_nothing_imports_open_clip():
     import sys
 
-    assert "open_clip" not in sys.modules and text.__name__ == "replib.text"
+    assert "open_clip" not in sys.modules and text.__name__ == "replib.models.text"
 
 
 def test_save_and_reload_like_a_pipeline_folder(tok, tmp_path):

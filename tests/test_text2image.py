@@ -3,9 +3,11 @@ encoder, and sampled through a real `StableDiffusionPipeline` without a VAE."""
 import numpy as np
 import torch
 
-from replib import glyphs, pipelines
-from replib.text import clip_tokenizer
-from replib.text2image import T2ITraining, as_pipeline, small_cond_unet, train_text2image
+from replib.data import glyphs
+from replib.models import pipelines
+from replib.models.text import clip_tokenizer
+from replib.models.unets import as_pipeline, small_cond_unet
+from replib.training.diffusion import T2ITraining, train_text2image
 
 
 def test_cond_unet_attention_levels():
@@ -52,9 +54,12 @@ def test_cosine_schedule_and_prediction_type():
 
     from replib.params import ParameterError
 
-    cfg = T2ITraining(steps=100, lr=1e-3)
-    assert cfg.lr_at(0) == pytest.approx(1e-3) and cfg.lr_at(50) == pytest.approx(5e-4) and cfg.lr_at(100) == 0
-    assert T2ITraining(steps=100, lr=1e-3, lr_schedule="constant").lr_at(99) == 1e-3
+    from replib.training.loop import lr_factor
+
+    cfg = T2ITraining(steps=100, lr=1e-3)  # the rate of step i is cfg.lr * lr_factor(cfg.lr_schedule, i, cfg.steps)
+    rate = [cfg.lr * lr_factor(cfg.lr_schedule, i, cfg.steps) for i in (0, 50, 100)]
+    assert rate[0] == pytest.approx(1e-3) and rate[1] == pytest.approx(5e-4) and rate[2] == 0
+    assert lr_factor(T2ITraining(lr_schedule="constant").lr_schedule, 99, 100) == 1.0
     assert cfg.prediction_type == "v_prediction"
     with pytest.raises(ParameterError, match="prediction_type"):
         T2ITraining(prediction_type="x0")
@@ -66,7 +71,8 @@ def test_cosine_schedule_and_prediction_type():
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
-    """The learning-rate schedule reads Adam's step count, so a resumed run continues the schedule exactly."""
+    """The learning-rate schedule follows the loop's step, which a resume restores, so a resumed run continues the
+    schedule exactly."""
     import pytest
 
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from replib.data import simplex_samples
-from replib.theory import (
+from replib.data.digits import simplex_samples
+from replib.probes.theory import (
     find_separable_subset,
     linear_dae_solution,
     memorization_scales,

@@ -3,11 +3,18 @@ import math
 import pytest
 import torch
 
-from replib.dae import ReLUDAE
-from replib.data import simplex_samples
+from replib.data.digits import simplex_samples
+from replib.models.dae import ReLUDAE
 from replib.params import ParameterError
-from replib.metrics import generalization_failures, heldout_table
-from replib.training import DAETraining, denoising_error, denoising_loss, lr_factor, penalty_lambda, train_dae
+from replib.probes.metrics import generalization_failures, heldout_table
+from replib.training.dae import (
+    DAETraining,
+    denoising_error,
+    denoising_loss,
+    penalty_lambda,
+    train_dae,
+)
+from replib.training.loop import lr_factor
 
 
 def _copy_init(bank: ReLUDAE, source: int = 0) -> ReLUDAE:

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import detection, metrics, pipelines
-from .glyphs import GlyphSet, make_glyph_set, with_duplicates
-from .params import ParameterError, check_int
+from ..data.glyphs import GlyphSet, make_glyph_set, with_duplicates
+from ..models import pipelines
+from ..params import ParameterError, check_int
+from ..probes import detection, metrics
 
 WEN_SEED_STRIDE = 100_000  # the extra generations of Wen et al.'s k-generation score start from seed + j * stride
 MIX_KEYS = ("n_distinct", "n_duplicated", "copies", "steps", "batch_size")
@@ -110,7 +111,7 @@ def train_model(mix: Mix, train: GlyphSet, lr: float, seed: int, tokenizer, name
     """The glyph text-to-image model trained on `train` (the training set of `mix`) for `mix.steps` steps of
     `mix.batch_size` rows, cosine learning rate from `lr`, on `device`: loaded from the checkpoint cache when trained
     before (on any device)."""
-    from .text2image import T2ITraining, train_text2image
+    from ..training.diffusion import T2ITraining, train_text2image
 
     cfg = T2ITraining(steps=mix.steps, lr=lr, seed=seed, batch_size=mix.batch_size)
     return train_text2image(name, train.images, train.captions, cfg, tokenizer, device=device)
@@ -120,7 +121,7 @@ def notebook06_model(profile: str, tokenizer, device="cpu"):
     """Notebook 06's main model at `profile` ("full" or "smoke"), built from 06's own parameters cell, so notebook 07
     steers the very model 06 trained (the same checkpoint) and a change to 06's model needs no edit in 07.
     Returns (distinct pairs, training set, is_duplicated, model)."""
-    from .execute import notebook_parameters
+    from ..execute import notebook_parameters
 
     p = notebook_parameters("06", profile)
     mix = Mix(p["N_DISTINCT"], p["N_DUPLICATED"], p["COPIES"], p["STEPS"])
@@ -236,7 +237,7 @@ def crisp_controls(pipe, groups: Groups, distinct: GlyphSet, n_control: int, lay
     paper's detector from images, as the paper runs it, and cleanliness alone (`glyphs.off_palette`, negated), the
     confound the control must catch. Generations are scored from their decoded images too, so both sides of every
     comparison went through the same path. Index: (score, crisp images)."""
-    from .glyphs import off_palette, unseen
+    from ..data.glyphs import off_palette, unseen
 
     crisp = {"never trained on": unseen(n_control, distinct.image_size, distinct.captions, seed + 1).images,
              "trained on once": distinct.images[groups.rows[groups.labels == 0]]}

@@ -11,7 +11,7 @@ use, point the environment variable REPLIB_PROMPTS_DIR (or the `local_dir=` argu
 then nothing is downloaded. Every failure raises :class:`PromptSetError` with a message that says what to do.
 
 `load_or_examples` is what the SD1.4 notebooks call: the published set, or, only for the stand-in model (whose scores
-mean nothing anyway), the kit's own example prompts (`replib.example_prompts`) when the published set cannot be
+mean nothing anyway), the kit's own example prompts (`replib.data.example_prompts`) when the published set cannot be
 loaded, labelled `example=True` so that banners and tables can say so. With the real model it raises like
 `load_prompt_set`.
 """
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .files import cache_dir as files_cache_dir, write_bytes_atomic
+from ..files import cache_dir as files_cache_dir
+from ..files import write_bytes_atomic
 
 ENV_VAR = "REPLIB_PROMPTS_DIR"
 DOWNLOAD_TIMEOUT = 20.0  # seconds a download may take
@@ -157,7 +158,7 @@ def load_or_examples(name: str, standin: bool, local_dir: str | os.PathLike | No
 
 
 def example_set(name: str, note: str = "") -> PromptSet:
-    """The kit's example prompts that take the place of the published set `name` (see `replib.example_prompts`);
+    """The kit's example prompts that take the place of the published set `name` (see `replib.data.example_prompts`);
     `note` says why they are used."""
     from .example_prompts import EXAMPLES
 

@@ -28,22 +28,37 @@ from pathlib import Path
 
 import torch
 
-from .hub import STANDIN_MARK, load_local_first, quiet_loading
-from .params import check_choice
-from .prompts import ENV_VAR as PROMPTS_ENV_VAR
-from .session import DEVICES  # noqa: F401  (the CLI's and the notebooks' choices, with MODES and DTYPES)
+from ..hub import STANDIN_MARK, load_local_first, quiet_loading
+from ..params import check_choice
+from ..session import DEVICES  # noqa: F401  (the CLI's and the notebooks' choices, with MODES and DTYPES)
 
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
+
+
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
+
+
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
+
+
 MODES = ("auto", "real", "standin")  # real: SD1.4 or an error; standin: the stand-in; auto: real when it loads
+
+
 DTYPES = ("auto", "float32", "float16")
+
+
 # The paper's detector on SD1.4: the first up block's last ResNet (its SiLU after norm2), one pass at t = 10 of 1000.
 DETECTOR_LAYER = "up_blocks.0.resnets.2.nonlinearity"
+
+
 DETECTOR_TIMESTEP = 10
+
+
 # The paper's steering blocks on SD1.4: up_blocks.0 resnets 0-2 and up_blocks.1 resnets 0-1.
 STEERING_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
                    "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
+
+
 SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
                   "steps_offset": 1}
@@ -74,7 +89,7 @@ def how_to_get_weights() -> str:
 
 def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torch.dtype]:
     """'auto': CUDA with fp16 when a GPU is present, else CPU with fp32. Either can be forced."""
-    from .session import choose_device as choose
+    from ..session import choose_device as choose
 
     device = choose(device, parameter="device").type
     check_choice("dtype", dtype, DTYPES)
@@ -117,7 +132,12 @@ def build_standin(folder: str | os.PathLike, seed: int = 0, sample_size: int = 1
     the paper's layer `up_blocks.0.resnets.2.nonlinearity` and steering blocks exist; CLIP text encoder with 77
     positions and CLIP's tokenizer; SD1.4's DDIM scheduler config. Sizes are small (channels 32-64, width 32), and
     `sample_size` latents (16 -> 128x128 pixels) keep a CPU run to seconds."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     from .text import clip_tokenizer, small_text_encoder
 
@@ -138,7 +158,7 @@ def build_standin(folder: str | os.PathLike, seed: int = 0, sample_size: int = 1
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
     (folder / STANDIN_MARK).write_text("Small random components with Stable Diffusion v1.4's architecture shape, made "
-                                       "by replib.sd14.build_standin. Scores computed with it are not meaningful.\n")
+                                       "by replib.models.sd14.build_standin. Scores computed with it are not meaningful.\n")
     return folder
 
 
@@ -153,7 +173,7 @@ def load_or_standin(mode: str = "auto", path: str | os.PathLike | None = None, d
         except WeightsUnavailable:
             if mode == "real":
                 raise
-    from .files import cache_dir
+    from ..files import cache_dir
 
     folder = Path(standin_dir) if standin_dir else cache_dir() / "sd14-standin"
     if not (folder / STANDIN_MARK).exists():
@@ -162,104 +182,6 @@ def load_or_standin(mode: str = "auto", path: str | os.PathLike | None = None, d
     loaded.standin = True
     return loaded
 
-
-# --- Saying loudly which model a number came from ----------------------------------------------------------------------
-
-STANDIN_TAG = "[STAND-IN: not meaningful]"
-
-
-def tag(loaded: LoadedPipeline) -> str:
-    """A prefix for every number a notebook prints: the stand-in tag in stand-in mode, else ''."""
-    return f"{STANDIN_TAG} " if loaded.standin else ""
-
-
-def model_label(loaded: LoadedPipeline) -> str:
-    """A column value or figure-title suffix naming the model: 'SD1.4 (source)' or the stand-in warning."""
-    return f"random SD1.4-shaped stand-in {STANDIN_TAG}" if loaded.standin else f"SD1.4 ({loaded.source})"
-
-
-@dataclass
-class Banner:
-    """The box at the top of the SD1.4 notebooks: which model is loaded, and in stand-in mode that nothing computed
-    with it is evidence; `example_prompts` adds that the prompts are the kit's examples, not the published sets.
-    Renders as HTML in Jupyter and the book, as Markdown or plain text elsewhere."""
-
-    loaded: LoadedPipeline
-    example_prompts: bool = False
-
-    def _lines(self) -> tuple[str, str]:
-        l = self.loaded
-        where = f"{l.device}, {str(l.dtype).replace('torch.', '')}, loaded in {l.seconds:.1f} s"
-        if l.standin:
-            head = "STAND-IN MODE: scores and images below are NOT meaningful"
-            body = (f"The real Stable Diffusion v1.4 weights are not loaded, so this notebook runs on small random "
-                    f"components with SD1.4's architecture shape ({l.source}; {where}). Every step runs exactly as it "
-                    f"would on SD1.4, and every number is tagged {STANDIN_TAG}. To run the real experiment: "
-                    f"{how_to_get_weights().splitlines()[1].strip()} then export {ENV_VAR}=... and set MODE = 'real'.")
-        else:
-            head, body = "Stable Diffusion v1.4", f"Loaded {l.source} ({where})."
-        if self.example_prompts:
-            head = head.replace("STAND-IN MODE", "STAND-IN MODE ON EXAMPLE PROMPTS")
-            body += (f" The prompts are not the published sets either: those could not be loaded here (no "
-                     f"${PROMPTS_ENV_VAR} and no download), so the kit's own example prompts stand in for them "
-                     f"(replib.example_prompts, written for the kit; nothing about memorization follows from them). "
-                     f"For the published sets: export {PROMPTS_ENV_VAR}=/folder/with/the/files, or run online once.")
-        return head, body
-
-    def _repr_html_(self) -> str:
-        import html
-
-        head, body = self._lines()
-        colour = "#b00020" if self.loaded.standin else "#1b5e20"
-        return (f'<div style="border:3px solid {colour};padding:0.6em 1em;margin:0.5em 0;border-radius:6px">'
-                f'<b style="color:{colour};font-size:1.15em">{html.escape(head)}</b><br>{html.escape(body)}</div>')
-
-    def _repr_markdown_(self) -> str:
-        head, body = self._lines()
-        return f"> **{head}**\n>\n> {body}"
-
-    def __repr__(self) -> str:
-        head, body = self._lines()
-        return f"{head}\n{body}"
-
-
-def banner(loaded: LoadedPipeline, *prompt_sets) -> Banner:
-    """The banner for `loaded`; pass the notebook's `prompts.PromptSet`s so it says when they are the kit's examples."""
-    return Banner(loaded, example_prompts=any(getattr(s, "example", False) for s in prompt_sets))
-
-
-@dataclass
-class Start:
-    """What `start` hands a notebook: the loaded pipeline, the tag for its numbers, its prompt sets and the banner."""
-
-    loaded: LoadedPipeline
-    tag: str
-    sets: dict
-    banner: Banner
-
-    @property
-    def pipe(self):
-        return self.loaded.pipe
-
-
-def start(mode: str, path: str | os.PathLike | None, device: str, dtype: str, seed: int, threads: int,
-          prompt_sets: dict[str, str]) -> Start:
-    """The first cell of notebooks 08 and 09: check MODE, DEVICE and DTYPE (named as the notebooks name them), seed
-    and set the threads, load SD1.4 or the stand-in, load the published prompt sets {label: set name} (the kit's
-    examples in their place only in stand-in mode, when the published ones are out of reach), and build the banner."""
-    from .prompts import load_or_examples
-    from .session import setup
-
-    check_choice("MODE", mode, MODES)
-    check_choice("DEVICE", device, DEVICES)
-    check_choice("DTYPE", dtype, DTYPES)
-    setup(seed, threads=threads, device=device)  # "cuda" without a GPU: an error naming DEVICE
-    loaded = load_or_standin(mode, path or None, device, dtype)
-    sets = {label: load_or_examples(name, loaded.standin) for label, name in prompt_sets.items()}
-    return Start(loaded, tag(loaded), sets, banner(loaded, *sets.values()))
-
-
-# --- Published detection numbers -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class PublishedTable:

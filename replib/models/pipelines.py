@@ -114,7 +114,7 @@ def generate(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 
     ran in). Extra keyword arguments go to the pipeline call (e.g. `callback_on_step_end`)."""
     import time
 
-    from .widgets import progress as bar
+    from ..widgets import progress as bar
 
     prompts = list(prompts)
     seeds = per_prompt_seeds(prompts, seeds)

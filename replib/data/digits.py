@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .params import ParameterError, check_choice, check_int
+from ..params import ParameterError, check_choice, check_int
 
 DATASETS = ("mnist", "digits")
+
+
 IMAGE_SHAPES = {"mnist": (28, 28), "digits": (8, 8)}
 
 
@@ -140,17 +142,6 @@ def simplex_samples(n: int, dim: int, norm: float = 1.0, seed: int = 0) -> torch
     s = torch.eye(n) - 1.0 / n
     s = s / s.norm(dim=1, keepdim=True)
     return norm * s @ q.T
-
-
-def data_fingerprint(x: torch.Tensor | list[torch.Tensor]) -> str:
-    """A short hash of the data's values, so checkpoints are keyed by the exact training set."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for t in x if isinstance(x, (list, tuple)) else [x]:
-        h.update(str(tuple(t.shape)).encode())  # set boundaries matter: [x[:2], x[2:]] != [x[:3], x[3:]]
-        h.update(t.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def scale_to_unit_norm(x: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, float]:

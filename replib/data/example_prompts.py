@@ -9,7 +9,7 @@ act on. `prompts.load_or_examples` hands them out, labelled, as a `PromptSet` wi
 """
 from __future__ import annotations
 
-NOTE = ("example prompts written for the kit (replib.example_prompts), not a published prompt set: "
+NOTE = ("example prompts written for the kit (replib.data.example_prompts), not a published prompt set: "
         "nothing about memorization can be concluded from them")
 
 

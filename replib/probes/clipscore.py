@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .hub import STANDIN_MARK
-from .params import ParameterError
+from ..hub import STANDIN_MARK
+from ..params import ParameterError
 
 MODEL_ID = "openai/clip-vit-large-patch14"  # SD1.4's text encoder is this model's text tower
 ENV_VAR = "REPLIB_CLIP"  # a local folder with the model (config.json, weights, tokenizer and preprocessor files)
@@ -132,8 +132,8 @@ class ClipScorer:
 def _from_pretrained(source: str, device: str, **kwargs) -> tuple[object, object, object]:
     from transformers import CLIPModel, CLIPTokenizer
 
-    from .hub import quiet_loading
-    from .text import check_tokenizer
+    from ..hub import quiet_loading
+    from ..models.text import check_tokenizer
 
     with quiet_loading():
         model = CLIPModel.from_pretrained(source, **kwargs)
@@ -149,8 +149,8 @@ def load_clip_scorer(path: str | os.PathLike | None = None, model_id: str = MODE
     cache, else downloaded (when `allow_download` and the hub answers). Raises `ScorerUnavailable` otherwise, and
     RuntimeError when the loaded tokenizer is not CLIP's (`text.check_tokenizer`). `device`: 'cpu', 'cuda' or
     'auto'; the model runs in float32."""
-    from .hub import load_local_first
-    from .sd14 import choose_device
+    from ..hub import load_local_first
+    from ..models.sd14 import choose_device
 
     device, _ = choose_device(device, "float32")
     how_to = how_to_get_clip() if model_id == MODEL_ID else (
@@ -187,8 +187,8 @@ def build_standin_clip(folder: str | os.PathLike, seed: int = 0, image_size: int
     centre crop. The same `seed` gives the same weights; the caller's torch RNG is left untouched."""
     from transformers import CLIPConfig, CLIPModel
 
-    from .hub import quiet_loading
-    from .text import KNOWN_IDS, MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
+    from ..hub import quiet_loading
+    from ..models.text import KNOWN_IDS, MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
 
     folder = Path(folder)
     bos, eos = KNOWN_IDS[0], KNOWN_IDS[-1]
@@ -208,7 +208,7 @@ def build_standin_clip(folder: str | os.PathLike, seed: int = 0, image_size: int
         model.save_pretrained(folder)
     processor.save_pretrained(folder)
     clip_tokenizer().save_pretrained(folder)
-    (folder / STANDIN_MARK).write_text("A tiny random CLIP model made by replib.clipscore.build_standin_clip. "
+    (folder / STANDIN_MARK).write_text("A tiny random CLIP model made by replib.probes.clipscore.build_standin_clip. "
                                        "Similarities computed with it are not meaningful.\n")
     return folder
 
@@ -216,7 +216,7 @@ def build_standin_clip(folder: str | os.PathLike, seed: int = 0, image_size: int
 def standin_scorer(device: str = "cpu") -> ClipScorer:
     """The random stand-in CLIP, built once under the checkpoint cache (`clip-standin/`) and loaded through
     `load_clip_scorer`: for running the scoring code end to end when no CLIP model is here (numbers not meaningful)."""
-    from .files import cache_dir
+    from ..files import cache_dir
 
     folder = cache_dir() / "clip-standin"
     if not (folder / STANDIN_MARK).exists():

@@ -15,8 +15,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..params import check_float, check_int
 from .hooks import attached, resolve
-from .params import check_float, check_int
+
 
 @torch.no_grad()
 def concept_vectors(pipe, latents: torch.Tensor, prompts: list[str], layers: list[str], timestep: int = 10,
@@ -25,8 +26,8 @@ def concept_vectors(pipe, latents: torch.Tensor, prompts: list[str], layers: lis
     with each sample's prompt. Returns {layer: (channels,)}."""
     from diffusers import DDPMScheduler
 
+    from ..models.pipelines import prompt_embeddings
     from .detection import noised_representations
-    from .pipelines import prompt_embeddings
 
     if len(latents) != len(prompts):
         raise ValueError(f"{len(latents)} reference samples but {len(prompts)} prompts")
@@ -105,7 +106,7 @@ def alpha_sweep(pipe, prompts: list[str], vectors: dict[str, torch.Tensor], alph
                 window: tuple[int, int] | None, seeds: list[int] | int = 0, steps: int = 50,
                 guidance_scale: float = 7.5, progress: bool = True) -> dict[float, "Generations"]:
     """Generate the same prompts with the same seeds at every alpha (alpha = 0: no push). Returns {alpha: Generations}."""
-    from .pipelines import generate
+    from ..models.pipelines import generate
 
     out = {}
     for a in alphas:

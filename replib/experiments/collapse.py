@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .params import ParameterError, check_choice, check_float, check_int
+from ..params import ParameterError, check_choice, check_float, check_int
 
 PARADIGMS = ("replace", "accumulate")
 SELECTIONS = ("none", "random", "greedy", "tdf")
@@ -60,7 +60,7 @@ def knn_entropy(x: torch.Tensor, k: int = 1, guard: float = DUPLICATE_GUARD) -> 
 
 def nearest_train_distances(samples: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each sample: the mean squared pixel difference to its nearest training sample, and that sample's index."""
-    from .metrics import nearest_neighbor
+    from ..probes.metrics import nearest_neighbor
 
     dist, idx = nearest_neighbor(samples, train, k=1)
     return dist[:, 0].double().pow(2) / samples[0].numel(), idx[:, 0]
@@ -91,7 +91,7 @@ def spread_stats(x: torch.Tensor) -> dict[str, float]:
 
 def random_select(pool: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """n distinct indices of the pool, uniformly at random (the control for the entropy-keeping selections)."""
-    from .data import subsample_indices
+    from ..data.digits import subsample_indices
 
     return subsample_indices(len(pool), n, seed)
 
@@ -256,8 +256,8 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
     real: (N_real, C, H, W) images in [-1, 1], N_real >= cfg.n. `trainer(name, images, steps, seed) -> model` and
     `sampler(model, n, seed) -> images` replace the UNet (tests use tiny stand-ins). The UNets train and sample on
     `device`; the data and the measures stay on the CPU."""
-    from .checkpoints import load_or_compute
-    from .data import data_fingerprint, subsample_indices
+    from ..checkpoints import data_fingerprint, load_or_compute
+    from ..data.digits import subsample_indices
 
     check_int("n", cfg.n, 4, len(real))
     trainer = trainer or _unet_trainer(cfg, progress, device)
@@ -294,7 +294,7 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
 
 
 def _unet_trainer(cfg: CollapseConfig, progress: bool, device="cpu"):
-    from .diffusion import UNetTraining, train_unet
+    from ..training.diffusion import UNetTraining, train_unet
 
     def unet(name: str, images: torch.Tensor, steps: int, seed: int):
         return train_unet(name, images, UNetTraining(steps=steps, lr=cfg.lr, seed=seed,
@@ -304,7 +304,7 @@ def _unet_trainer(cfg: CollapseConfig, progress: bool, device="cpu"):
 
 
 def _ddim_sampler(cfg: CollapseConfig):
-    from .diffusion import sample_ddim
+    from ..models.unets import sample_ddim
 
     def ddim(model, n: int, seed: int) -> torch.Tensor:
         return sample_ddim(model, n, steps=cfg.sampler_steps, seed=seed, eta=cfg.eta).clamp(-1, 1)
@@ -313,7 +313,7 @@ def _ddim_sampler(cfg: CollapseConfig):
 
 def load_model(run: CollapseRun, k: int, name: str, device="cpu"):
     """Model k of a finished run, on `device`, from the checkpoint cache (it was trained by `run_collapse`)."""
-    from .data import data_fingerprint
+    from ..checkpoints import data_fingerprint
 
     train = run.train[k]
     return _unet_trainer(run.config, progress=False, device=device)(f"{name}-it{k}-{data_fingerprint(train.flatten(1))}", train,
@@ -418,8 +418,8 @@ def representation_by_iteration(run: CollapseRun, name: str, layer: str = "up_bl
     spikier its representation, which is what the detector relies on)."""
     import pandas as pd
 
-    from .detection import noised_representations
-    from .metrics import representation_std, spikiness, trend
+    from ..probes.detection import noised_representations
+    from ..probes.metrics import representation_std, spikiness, trend
 
     rows = []
     for k in range(len(run.train)):

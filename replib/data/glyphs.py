@@ -66,7 +66,7 @@ from matplotlib.path import Path
 from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D
 
-from .params import ParameterError, check_choice, check_float, check_int
+from ..params import ParameterError, check_choice, check_float, check_int
 
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0),
@@ -484,7 +484,7 @@ def with_duplicates(glyphs: GlyphSet, n_duplicated: int, copies: int) -> tuple[G
     """A training set in which the first `n_duplicated` (caption, image) pairs of `glyphs` appear `copies` times each
     and every other pair once: how web-scale data duplicates some images, and what makes a model memorize them.
     Returns (training set, is_duplicated: bool (len(glyphs),) over the rows of `glyphs`, the ground truth)."""
-    from .data import duplicate
+    from .digits import duplicate
 
     check_int("n_duplicated", n_duplicated, 0, len(glyphs))
     check_int("copies", copies, 1)

@@ -15,11 +15,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..models.sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP, PublishedTable
+from ..params import check_int
 from .hooks import attached
 from .metrics import representation_std
-from .params import check_int
 from .representations import capture_features
-from .sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP, PublishedTable
 
 
 def noise_for(shape: torch.Size | tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
@@ -93,7 +93,7 @@ def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, 
     pipeline's own noise schedule, in one UNet pass with the **empty** prompt."""
     from diffusers import DDPMScheduler
 
-    from .pipelines import prompt_embeddings
+    from ..models.pipelines import prompt_embeddings
 
     empty = prompt_embeddings(pipe, [""])
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -115,7 +115,7 @@ def paper_scores_from_images(pipe, images, layer: str = DETECTOR_LAYER, timestep
     paths are brought to the pipeline's resolution, encoded with its VAE (`pipelines.encode_images`; pixels as they
     are without one), noised to `timestep` and scored in one UNet pass with the empty prompt. Needs no prompt, no
     seed of the generation and no training data."""
-    from .pipelines import encode_images
+    from ..models.pipelines import encode_images
 
     return paper_scores(pipe, encode_images(pipe, images), layer, timestep, pool, seed, batch_size)
 
@@ -157,7 +157,7 @@ def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, 
     diffusers' `randn_tensor` draws it for a list of generators), the first sampling timestep, one guided UNet call
     (two evaluations: with and without the prompt), score = ||eps_c - eps_empty||_2. Equals the first step that
     `record_guidance` sees during a full generation with the same seeds."""
-    from .pipelines import execution_device, per_prompt_seeds
+    from ..models.pipelines import execution_device, per_prompt_seeds
 
     prompts = list(prompts)
     seeds = per_prompt_seeds(prompts, seeds)

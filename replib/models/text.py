@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from .files import cache_dir as files_cache_dir, write_text_atomic
-from .params import ParameterError, check_int
+from ..files import cache_dir as files_cache_dir
+from ..files import write_text_atomic
+from ..params import ParameterError, check_int
 
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is replib/models/text.py)
 BPE_FILE = _ROOT / "data" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 BPE_ENV = "REPLIB_CLIP_BPE"
 
@@ -150,7 +151,7 @@ def check_tokenizer(tokenizer, max_length: int | None = MAX_LENGTH):
     known ids for "a photo of a cat", a pad token, and `model_max_length == max_length` (skip that with None).
     Works on any Hugging Face tokenizer, e.g. one loaded from a Stable Diffusion folder. Returns the tokenizer."""
     n = len(tokenizer)
-    fix = "build it with replib.text.clip_tokenizer() (offline) or load it from a local folder that has the files"
+    fix = "build it with replib.models.text.clip_tokenizer() (offline) or load it from a local folder that has the files"
     if n < 1000:
         raise RuntimeError(
             f"the tokenizer has only {n} tokens instead of CLIP's {VOCAB_SIZE}: it was most likely made by "
@@ -190,3 +191,9 @@ def small_text_encoder(hidden: int = 64, layers: int = 2, heads: int = 2, seed: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CLIPTextModel(config)
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids (B, model_max_length) padded and truncated the way `StableDiffusionPipeline.encode_prompt` does."""
+    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
