@@ -20,6 +20,7 @@ from ..models import pipelines
 from ..params import ParameterError, check_int
 from ..probes import detection, metrics
 
+PAPER_DETECTOR = "paper (std, empty prompt)"  # the paper's detector's row of `detection.detector_table`
 WEN_SEED_STRIDE = 100_000  # the extra generations of Wen et al.'s k-generation score start from seed + j * stride
 MIX_KEYS = ("n_distinct", "n_duplicated", "copies", "steps", "batch_size")
 
@@ -172,7 +173,7 @@ def compare_detectors(pipe, groups: Groups, train_images: torch.Tensor, layer: s
         scores = score()
         results[name] = {"scores": np.asarray(scores), "seconds": time.perf_counter() - t0, "unet_calls": unet_calls}
 
-    timed("paper (std, empty prompt)", 1,
+    timed(PAPER_DETECTOR, 1,
           lambda: detection.paper_scores(pipe, groups.gen.latents, layer, timestep=timestep, pool=pool, seed=seed))
     timed("Wen et al., first step", 2, lambda: wen_scores(pipe, groups, 1))
     if not np.allclose(results["Wen et al., first step"]["scores"], groups.wen_first, rtol=1e-4, atol=1e-5):
@@ -280,6 +281,34 @@ class Benchmark:
     def control(self) -> pd.Series:
         """The paper's detector against the crisp glyphs the model never saw."""
         return self.controls.loc[("paper's detector", "never trained on")]
+
+
+VERDICTS = ("not memorized", "others memorized too", "holds", "does not hold")
+
+
+def verdict(mix: Mix, bench: Benchmark, min_copied: float, min_auroc: float, max_others: float = 0.1
+            ) -> tuple[str, str]:
+    """Which case a benchmark run is in (one of VERDICTS) and a sentence with its numbers. The claim "the paper's
+    detector finds memorized captions at this mix" is tested only when there is something to test: the duplicated
+    captions are memorized (at least `min_copied` of their generations copy) and the captions seen once are not (at
+    most `max_others` copy). Then it "holds" when the detector's AUROC reaches `min_auroc`."""
+    copied = bench.groups.copied
+    memorized, others = copied[bench.groups.labels == 1].mean(), copied[bench.groups.labels == 0].mean()
+    auroc = bench.table.loc[PAPER_DETECTOR, "AUROC"]
+    if memorized < min_copied:
+        return VERDICTS[0], (f"at {mix.share:.0%} the duplicated captions were not memorized ({memorized:.0%} of their "
+                             "generations copy): there is nothing to detect, and the AUROCs measure noise")
+    if others > max_others:
+        return VERDICTS[1], (f"the captions seen once were memorized too ({others:.0%} of their generations copy; each "
+                             f"was seen {mix.exposures_once:,.0f} times): the model stored its whole training set, there "
+                             "are no generalized captions to compare with, and the AUROCs do not test the claim")
+    if auroc >= min_auroc:
+        return VERDICTS[2], (f"the paper's detector holds at a {mix.share:.0%} share: AUROC {auroc:.3f} >= {min_auroc}, "
+                             f"with {memorized:.0%} of the memorized captions' generations copying and {others:.0%} "
+                             "of the others")
+    return VERDICTS[3], (f"the paper's detector does NOT reach {min_auroc} at a {mix.share:.0%} share: AUROC {auroc:.3f} "
+                         f"with {memorized:.0%} of the memorized captions' generations copying and {others:.0%} of "
+                         "the others")
 
 
 def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives: int, steps: int, guidance: float,
