@@ -80,7 +80,9 @@ def test_calibration_halves_split_by_caption(setup):
 def test_calibrated_layer_is_chosen_on_one_half_and_tested_on_the_other(setup):
     pipe, _, groups = setup
     layers = detection.resnet_activation_layers(pipe.unet)[:3]
-    out = bench.calibrated_layer(pipe, groups, layers, 10, "max", 0, fixed_layer=LAYER)
+    scores = bench.layer_scores(pipe, groups, layers, 10, "max", 0)
+    assert list(scores) == layers and all(s.shape == groups.labels.shape for s in scores.values())
+    out = bench.calibrated_layer(groups, scores, layers[0], 0)
     assert out["layer"] in layers
     assert out["test generations"] == int((~bench.caption_halves(groups, 0)).sum())
     low, high = out["test interval"]

@@ -199,16 +199,20 @@ def caption_halves(groups: Groups, seed: int) -> np.ndarray:
     return np.isin(groups.rows, list(calib_rows))
 
 
-def calibrated_layer(pipe, groups: Groups, layers: list[str], timestep: int, pool: str, seed: int,
-                     fixed_layer: str) -> dict:
-    """Choose the paper detector's layer on a calibration half (`caption_halves`) by AUROC, then score the other
-    half: {"layer", "calibration AUROC", "test AUROC", "test interval", "fixed layer test AUROC"}."""
+def layer_scores(pipe, groups: Groups, layers: list[str], timestep: int, pool: str, seed: int
+                 ) -> dict[str, np.ndarray]:
+    """The paper's score of every generation at every layer of `layers` (one UNet pass for all of them)."""
+    reps = detection.paper_representations(pipe, groups.gen.latents, layers, timestep, pool, seed=seed)
+    return {name: metrics.representation_std(h).numpy() for name, h in reps.items()}
+
+
+def calibrated_layer(groups: Groups, scores: dict[str, np.ndarray], fixed_layer: str, seed: int) -> dict:
+    """Choose the paper detector's layer among `scores` ({layer: the generations' scores}, `layer_scores`) on a
+    calibration half (`caption_halves`) by AUROC, then score the other half: {"layer", "calibration AUROC",
+    "test AUROC", "test interval", "fixed layer test AUROC", "test generations"}."""
     calib = caption_halves(groups, seed)
     test = ~calib
-    reps = detection.paper_representations(pipe, groups.gen.latents, list(dict.fromkeys([*layers, fixed_layer])),
-                                           timestep, pool, seed=seed)
-    scores = {name: metrics.representation_std(h).numpy() for name, h in reps.items()}
-    on_calib = {name: metrics.auroc(scores[name][calib], groups.labels[calib]) for name in layers}
+    on_calib = {name: metrics.auroc(s[calib], groups.labels[calib]) for name, s in scores.items()}
     best = max(on_calib, key=on_calib.get)
     return {"layer": best, "calibration AUROC": on_calib[best],
             "test AUROC": metrics.auroc(scores[best][test], groups.labels[test]),
@@ -254,6 +258,12 @@ def crisp_controls(pipe, groups: Groups, distinct: GlyphSet, n_control: int, lay
     return pd.DataFrame(rows).set_index(["score", "crisp images"])
 
 
+def paper_control(controls: pd.DataFrame) -> pd.Series:
+    """The row of `crisp_controls` that the notebook's claim is about: the paper's detector against the crisp glyphs
+    the model never saw."""
+    return controls.loc[("paper's detector", "never trained on")]
+
+
 def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame) -> dict:
     """One row of the share -> memorized -> AUROC table: the training mix, the exposures of each duplicated pair,
     the share of copies per group, and each detector's AUROC from `table`."""
@@ -279,8 +289,7 @@ class Benchmark:
 
     @property
     def control(self) -> pd.Series:
-        """The paper's detector against the crisp glyphs the model never saw."""
-        return self.controls.loc[("paper's detector", "never trained on")]
+        return paper_control(self.controls)
 
 
 VERDICTS = ("not memorized", "others memorized too", "holds", "does not hold")
@@ -314,10 +323,10 @@ def verdict(mix: Mix, bench: Benchmark, min_copied: float, min_auroc: float, max
 def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives: int, steps: int, guidance: float,
         layer: str, timestep: int, pool: str, seed: int, wen_generations: int, n_control: int) -> Benchmark:
     """The whole benchmark on one model, in the order notebook 06 shows it step by step: `generate_groups`,
-    `compare_detectors`, `crisp_controls`, `calibrated_layer`."""
+    `compare_detectors`, `crisp_controls`, `layer_scores` and `calibrated_layer`."""
     groups = generate_groups(pipe, distinct, is_dup, seeds_per_prompt, n_negatives, steps, guidance, seed)
     results = compare_detectors(pipe, groups, distinct.images, layer, timestep, pool, seed, wen_generations)
     controls = crisp_controls(pipe, groups, distinct, n_control, layer, timestep, pool, seed)
-    calibrated = calibrated_layer(pipe, groups, detection.resnet_activation_layers(pipe.unet), timestep, pool, seed,
-                                  fixed_layer=layer)
+    scores = layer_scores(pipe, groups, detection.resnet_activation_layers(pipe.unet), timestep, pool, seed)
+    calibrated = calibrated_layer(groups, scores, layer, seed)
     return Benchmark(groups, results, detection.detector_table(results, groups.labels), controls, calibrated)
