@@ -26,6 +26,8 @@ from typing import Any
 
 import nbformat
 
+from .files import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 PROFILES = ("full", "smoke")
@@ -123,7 +125,7 @@ def record_timings(out: Path, runs: dict[str, dict[str, Any]]) -> None:
     log = out / "timings.json"
     old = json.loads(log.read_text()) if log.exists() else {}
     old.update(runs)
-    log.write_text(json.dumps(old, indent=1, default=str))
+    write_text_atomic(json.dumps(old, indent=1, default=str), log)  # the book reads it: never half-written
 
 
 def find_notebooks(selection: list[str] | None = None) -> list[Path]:
