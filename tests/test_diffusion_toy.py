@@ -49,8 +49,8 @@ def test_unit_norm_copy_rule_counts_dim_copies():
     g = torch.Generator().manual_seed(0)
     train = torch.randn(10, 16, generator=g)
     dim_copies = 0.3 * train[:4]
-    assert float(metrics.is_memorized(dim_copies, train, unit_norm=True).float().mean()) == 1.0
-    assert float(metrics.is_memorized(dim_copies, train).float().mean()) < 1.0
+    assert float((metrics.nn_distance_ratio(dim_copies, train, unit_norm=True)[0] < metrics.COPY_RATIO).float().mean()) == 1.0
+    assert float((metrics.nn_distance_ratio(dim_copies, train)[0] < metrics.COPY_RATIO).float().mean()) < 1.0
 
 
 def test_toy_denoising_error_is_the_objective_on_given_images():

@@ -96,7 +96,7 @@ class Groups:
     @property
     def copied(self) -> np.ndarray:
         """Gu et al.'s rule with identity: d1/d2 < 1/3 and the nearest distinct training image is the caption's own."""
-        return ((self.ratio < 1 / 3) & (self.nearest == torch.as_tensor(self.rows))).numpy()
+        return ((self.ratio < metrics.COPY_RATIO) & (self.nearest == torch.as_tensor(self.rows))).numpy()
 
     def copy_table(self) -> pd.DataFrame:
         """Per group: share of copies, share whose nearest training image is the caption's own, median d1/d2."""

@@ -109,6 +109,9 @@ def trend(x, y) -> float:
     return float(spearmanr(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
 
 
+COPY_RATIO = 1 / 3  # Gu et al.'s rule: a generation is a copy when d1/d2 < 1/3 (`nn_distance_ratio`)
+
+
 def nn_distance_ratio(samples: torch.Tensor, train: torch.Tensor, unit_norm: bool = False
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """d1/d2 of each generated sample: the distance to its nearest training image over the distance to the second
@@ -121,13 +124,6 @@ def nn_distance_ratio(samples: torch.Tensor, train: torch.Tensor, unit_norm: boo
     dist, idx = nearest_neighbor(samples, train, k=2)
     dist = dist / scale
     return dist[:, 0] / dist[:, 1].clamp_min(_EPS), idx[:, 0]
-
-
-def is_memorized(samples: torch.Tensor, train: torch.Tensor, threshold: float = 1 / 3, unit_norm: bool = False
-                 ) -> torch.Tensor:
-    """Gu et al.'s rule: a generation is a copy when d1/d2 < 1/3 (much closer to one training image than to any
-    other)."""
-    return nn_distance_ratio(samples, train, unit_norm)[0] < threshold
 
 
 def detection_summary(scores, labels) -> dict[str, float]:
