@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from tiny import make as _make, step as _step  # noqa: I001  (the kit's tests' tiny regression)
 
 from replib.params import ParameterError
 from replib.session import DEVICES, choose_device
@@ -60,17 +60,6 @@ def test_every_training_notebook_trains_on_its_device_parameter(number):
         passes = any(k.arg == "device" for k in call.keywords) or (
             len(call.args) == 3 and ast.unparse(call.args[2]) == "device")  # notebook06_model(profile, tok, device)
         assert passes, f"a training call without the device: {ast.unparse(call)[:120]}"
-
-
-def _make():
-    torch.manual_seed(0)
-    model = nn.Linear(3, 1)
-    return model, torch.optim.Adam(model.parameters(), lr=0.05)
-
-
-def _step(model, g):
-    x = torch.randn(8, 3, generator=g).to(next(model.parameters()).device)
-    return (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
 
 
 def test_checkpoints_hold_only_cpu_tensors(tmp_path, monkeypatch):

@@ -4,23 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from tiny import make as _make, step as _step  # noqa: I001  (the kit's tests' tiny regression)
 
 from replib.checkpoints import checkpoint_path
 from replib.training.loop import Loop, fit
 
 SETTINGS = {"kind": "test-resumable", "steps": 30}
-
-
-def _make():
-    torch.manual_seed(0)
-    model = nn.Linear(3, 1)
-    return model, torch.optim.SGD(model.parameters(), lr=0.05)
-
-
-def _step(model, g):
-    x = torch.randn(8, 3, generator=g)
-    return (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
 
 
 class Interrupt(Exception):

@@ -7,23 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from tiny import make as _make, step as _step  # noqa: I001  (the kit's tests' tiny regression)
 
 from replib import speed
 from replib.training.loop import Loop, fit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _make():
-    torch.manual_seed(0)
-    model = nn.Linear(4, 1)
-    return model, torch.optim.Adam(model.parameters(), lr=0.05)
-
-
-def _step(model, g):
-    x = torch.randn(16, 4, generator=g)
-    return (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
 
 
 def test_bare_loop_and_fit_compute_the_same_weights():
