@@ -1,5 +1,5 @@
 """"Load the checkpoint if present, else compute": a small cache of results keyed by every setting that changes them
-(`training.fit` keeps its finished and partial training runs here).
+(`training.loop.fit` keeps its finished and partial training runs here).
 
 Files are written atomically (temporary file + rename), so an interrupted run never leaves a half-written checkpoint;
 a file that cannot be read, or whose stored settings differ from the requested ones, is reported and recomputed,

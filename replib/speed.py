@@ -1,4 +1,4 @@
-"""How fast the kit's machinery is, measured on this machine: the training loop (`training.fit`) against a bare
+"""How fast the kit's machinery is, measured on this machine: the training loop (`training.loop.fit`) against a bare
 PyTorch loop on the same model and step, and a batched DAE bank against a Python loop over single DAEs.
 
 `benchmarks/run.py` prints both (the README reports them); notebook 02 shows the second on its own sweep. Timings
@@ -25,7 +25,7 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
 
 def bare_loop(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
               step: Callable[[nn.Module, torch.Generator], torch.Tensor], steps: int, seed: int = 0) -> nn.Module:
-    """The plainest PyTorch loop over the same `make` and `step` that `training.fit` takes: no schedule, no logging,
+    """The plainest PyTorch loop over the same `make` and `step` that `training.loop.fit` takes: no schedule, no logging,
     no progress bar, no checkpoint. What the loop's overhead is measured against."""
     model, opt = make()
     g = torch.Generator().manual_seed(seed)
@@ -38,7 +38,7 @@ def bare_loop(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
 
 
 def loop_overhead(make, step, steps: int, repeats: int = 3) -> dict[str, float]:
-    """Seconds per step of `training.fit` (no checkpoint, the loss logged every step, the progress bar off) and of
+    """Seconds per step of `training.loop.fit` (no checkpoint, the loss logged every step, the progress bar off) and of
     `bare_loop`, best of `repeats` each (interleaved), and their ratio (1.0: no overhead). Both end with the same
     weights (a constant schedule scales the learning rate by 1.0)."""
     from .training.loop import Loop, fit

@@ -1,4 +1,4 @@
-"""training.fit: a finished run loads, an interrupted run resumes from its partial checkpoint and ends where an
+"""training.loop.fit: a finished run loads, an interrupted run resumes from its partial checkpoint and ends where an
 uninterrupted run ends."""
 from pathlib import Path
 
@@ -65,7 +65,7 @@ def test_planted_code_is_refused_and_the_run_trains_from_scratch(tmp_path, monke
 
     monkeypatch.setenv("REPLIB_CACHE", str(tmp_path / "b"))
     final = checkpoint_path("r", SETTINGS)
-    planted = final if which == "final" else final.with_suffix(".partial.pt")  # the files training.fit reads
+    planted = final if which == "final" else final.with_suffix(".partial.pt")  # the files training.loop.fit reads
     marker = tmp_path / "pwned"
     torch.save({"settings": SETTINGS, "result": Plant(marker)}, planted)
     torch.load(planted, weights_only=False)  # the control: loading it unsafely runs its code

@@ -1,4 +1,4 @@
-"""A tiny regression that `training.fit`, a bare loop and the resume tests all train: a linear model learns
+"""A tiny regression that `training.loop.fit`, a bare loop and the resume tests all train: a linear model learns
 y = x1 + x2 + x3 with Adam (whose state a resume must restore), batches drawn from the loop's generator."""
 import torch
 from torch import nn

@@ -87,7 +87,7 @@ def toy_denoising_error(model: ToyDiffusionDAE, x: torch.Tensor, cfg: ToyTrainin
 
 def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100, progress: bool = True,
               device: str | torch.device = "cpu") -> ToyDiffusionDAE:
-    """Train (or load; resumable) the toy diffusion DAE on `data` (n, d) through `training.fit`, on `device`."""
+    """Train (or load; resumable) the toy diffusion DAE on `data` (n, d) through `training.loop.fit`, on `device`."""
     settings = {"kind": "toy-diffusion", "version": TOY_VERSION, "width": width, "dim": data.shape[1],
                 "data": data_fingerprint(data), **asdict(cfg)}
 
@@ -119,7 +119,7 @@ class UNetTraining:
 
 
 def ddpm_step(images: torch.Tensor, cfg: UNetTraining):
-    """`step(unet, generator) -> loss` of `training.fit` for DDPM on `images` (N, C, H, W): a batch of `cfg.batch_size`
+    """`step(unet, generator) -> loss` of `training.loop.fit` for DDPM on `images` (N, C, H, W): a batch of `cfg.batch_size`
     images, each noised at a uniform timestep (`DDPMScheduler.add_noise`), epsilon-prediction MSE."""
     from diffusers import DDPMScheduler
 
@@ -137,7 +137,7 @@ def ddpm_step(images: torch.Tensor, cfg: UNetTraining):
 def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: bool = True,
                device: str | torch.device = "cpu", **unet_kwargs):
     """Train (or load; resumable) a `small_unet(**unet_kwargs)` on images (N, C, H, W) in [-1, 1] with diffusers'
-    `DDPMScheduler.add_noise` and the epsilon-prediction loss, through `training.fit`, on `device`."""
+    `DDPMScheduler.add_noise` and the epsilon-prediction loss, through `training.loop.fit`, on `device`."""
     unet_kwargs = {"sample_size": images.shape[-1], "in_channels": images.shape[1], **unet_kwargs}
     settings = {"kind": "unet-ddpm", "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in unet_kwargs.items()},
                 "data": data_fingerprint(images.flatten(1)), **asdict(cfg)}
@@ -219,7 +219,7 @@ def build_model(cfg: T2ITraining, sample_size: int = 16, in_channels: int = 3) -
 def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: T2ITraining, tokenizer,
                      progress: bool = True, device: str | torch.device = "cpu") -> TextToImage:
     """Train (or load; resumable) the pair on images (N, C, H, W) in [-1, 1] with their captions, through
-    `training.fit`, on `device`."""
+    `training.loop.fit`, on `device`."""
     from diffusers import DDPMScheduler
 
     if len(images) != len(captions):
