@@ -13,8 +13,6 @@ import torch
 from ..params import ParameterError, check_choice, check_int
 
 DATASETS = ("mnist", "digits")
-
-
 IMAGE_SHAPES = {"mnist": (28, 28), "digits": (8, 8)}
 
 

@@ -31,33 +31,21 @@ import torch
 from ..hub import STANDIN_MARK, load_local_first, quiet_loading
 from ..params import check_choice
 from ..session import DEVICES  # noqa: F401  (the CLI's and the notebooks' choices, with MODES and DTYPES)
+from ..session import choose_device as choose_torch_device
 
 MODEL_ID = "CompVis/stable-diffusion-v1-4"
-
-
 REVISION = "133a221b8aa7292a167afc5127cb63fb5005638b"  # the diffusers-format main branch of the model repo
-
-
 ENV_VAR = "REPLIB_SD14"  # a local folder with the pipeline (model_index.json, unet/, vae/, ...)
-
-
 MODES = ("auto", "real", "standin")  # real: SD1.4 or an error; standin: the stand-in; auto: real when it loads
-
-
 DTYPES = ("auto", "float32", "float16")
-
 
 # The paper's detector on SD1.4: the first up block's last ResNet (its SiLU after norm2), one pass at t = 10 of 1000.
 DETECTOR_LAYER = "up_blocks.0.resnets.2.nonlinearity"
-
-
 DETECTOR_TIMESTEP = 10
-
 
 # The paper's steering blocks on SD1.4: up_blocks.0 resnets 0-2 and up_blocks.1 resnets 0-1.
 STEERING_LAYERS = ["up_blocks.0.resnets.0", "up_blocks.0.resnets.1", "up_blocks.0.resnets.2",
                    "up_blocks.1.resnets.0", "up_blocks.1.resnets.1"]
-
 
 SD14_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "clip_sample": False, "set_alpha_to_one": False,
@@ -89,9 +77,7 @@ def how_to_get_weights() -> str:
 
 def choose_device(device: str = "auto", dtype: str = "auto") -> tuple[str, torch.dtype]:
     """'auto': CUDA with fp16 when a GPU is present, else CPU with fp32. Either can be forced."""
-    from ..session import choose_device as choose
-
-    device = choose(device, parameter="device").type
+    device = choose_torch_device(device, parameter="device").type
     check_choice("dtype", dtype, DTYPES)
     if dtype == "auto":
         dtype = "float16" if device == "cuda" else "float32"
