@@ -109,8 +109,9 @@ def test_unseen_glyphs_have_captions_never_trained_on():
 def test_mix_row_counts_exposures_per_duplicated_pair(setup):
     _, _, groups = setup
     table = pd.DataFrame({"AUROC": [0.9]}, index=["paper (std, empty prompt)"])
-    row = bench.mix_row(bench.Mix(1800, 8, 25, 16_000, 128), groups, table)
+    row = bench.mix_row(bench.Mix(1800, 8, 25, 16_000, 128), groups, table, unconditional=0.25)
     assert row["duplicated share of rows"] == 0.1 and row["exposures / duplicated pair"] == 25_600
+    assert row["share of rows / duplicated pair"] == 0.0125 and row["empty prompt copies a duplicated pair"] == 0.25
     assert row["exposures / pair seen once"] == 1_024
     assert row["AUROC paper (std, empty prompt)"] == 0.9 and row["memorized captions copied"] == 0
 
@@ -135,13 +136,34 @@ def test_mix_parameter_is_checked_and_named():
 def test_run_composes_every_step(setup):
     pipe, distinct, groups = setup
     out = bench.run(pipe, distinct, np.arange(len(distinct)) < 2, seeds_per_prompt=3, n_negatives=8, steps=4,
-                    guidance=3.0, layer=LAYER, timestep=10, pool="max", seed=0, wen_generations=1, n_control=5)
+                    guidance=3.0, layer=LAYER, timestep=10, pool="max", seed=0, wen_generations=1, n_control=5,
+                    n_unconditional=4)
     np.testing.assert_array_equal(out.groups.gen.latents, groups.gen.latents)
     assert list(out.table.index) == list(out.results) and len(out.results) == 4
     assert out.controls.shape == (4, 4)
     assert set(out.control.index) == {"AUROC memorized vs other", "control flagged", "memorized flagged",
                                       "AUROC memorized vs control"}
     assert out.calibrated["layer"] in detection.resnet_activation_layers(pipe.unet)
+    assert out.unconditional == 0.0  # an untrained model draws no training image
+
+
+def test_unconditional_copies_counts_generations_that_copy_a_duplicated_pair(setup, monkeypatch):
+    from replib.models import pipelines
+
+    pipe, distinct, _ = setup
+    is_dup = np.arange(len(distinct)) < 2
+    assert bench.unconditional_copies(pipe, distinct, is_dup, 3, steps=2, seed=0) == 0.0  # untrained: noise
+    # a model that draws training images back: rows 0, 1 (duplicated), 5 (seen once) and one new glyph
+    drawn = torch.cat([distinct.images[[0, 1, 5]], glyphs.make_glyph_set(1, 16, seed=99).images])
+    calls = []
+
+    def fake_generate(_pipe, prompts, seeds, steps, guidance_scale):
+        calls.append((prompts, seeds, guidance_scale))
+        return pipelines.Generations(drawn, drawn, prompts, 0.0)
+
+    monkeypatch.setattr(pipelines, "generate", fake_generate)
+    assert bench.unconditional_copies(pipe, distinct, is_dup, 4, steps=2, seed=1) == 0.5
+    assert calls == [([""] * 4, [5001, 5002, 5003, 5004], 1.0)]  # the empty prompt, no guidance, seeds of its own
 
 
 def test_notebook07_reads_notebook06s_model_settings():

@@ -152,6 +152,19 @@ def generate_groups(pipe, distinct: GlyphSet, is_dup, seeds_per_prompt: int, n_n
     return Groups(prompts, rows, labels, seeds, gen, wen_first, wen_all, ratio, nearest, steps)
 
 
+def unconditional_copies(pipe, distinct: GlyphSet, is_dup, n: int, steps: int, seed: int) -> float:
+    """The share of `n` generations with the empty prompt and no guidance (seeds seed + 5000, + 5001, ...) that copy a
+    duplicated training pair's image (Gu et al.'s rule against the distinct training images, nearest one duplicated):
+    whether the model stores the duplicated images without their captions. The paper's detector makes its one UNet
+    pass with the empty prompt, so this is the memorization it can read."""
+    check_int("n", n, 1)
+    gen = pipelines.generate(pipe, [""] * n, seeds=list(range(seed + 5000, seed + 5000 + n)), steps=steps,
+                             guidance_scale=1.0)
+    ratio, nearest = metrics.nn_distance_ratio(gen.images, distinct.images)
+    is_dup = torch.as_tensor(np.asarray(is_dup, dtype=bool))
+    return float(((ratio < metrics.COPY_RATIO) & is_dup[nearest]).float().mean())
+
+
 def wen_scores(pipe, groups: Groups, generations: int) -> np.ndarray:
     """Wen et al.'s first-step norm averaged over `generations` starting noises per prompt (theirs: n = 1 and 4): the
     generation's own seed, then seed + j * WEN_SEED_STRIDE."""
@@ -264,28 +277,32 @@ def paper_control(controls: pd.DataFrame) -> pd.Series:
     return controls.loc[("paper's detector", "never trained on")]
 
 
-def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame) -> dict:
-    """One row of the share -> memorized -> AUROC table: the training mix, the exposures of each duplicated pair,
-    the share of copies per group, and each detector's AUROC from `table`."""
+def mix_row(mix: Mix, groups: Groups, table: pd.DataFrame, unconditional: float) -> dict:
+    """One row of the share -> memorized -> AUROC table: the training mix, the share of the rows and the exposures of
+    each duplicated pair, the share of copies per group and among empty-prompt generations (`unconditional`, from
+    `unconditional_copies`), and each detector's AUROC from `table`."""
     copied = groups.copied
     return {"duplicated share of rows": mix.share, "pairs x copies": f"{mix.n_duplicated} x {mix.copies}",
-            "rows": mix.rows, "exposures / duplicated pair": mix.exposures,
-            "exposures / pair seen once": mix.exposures_once,
+            "rows": mix.rows, "share of rows / duplicated pair": mix.copies / mix.rows,
+            "exposures / duplicated pair": mix.exposures, "exposures / pair seen once": mix.exposures_once,
             "memorized captions copied": copied[groups.labels == 1].mean(),
             "others copied": copied[groups.labels == 0].mean(),
+            "empty prompt copies a duplicated pair": unconditional,
             **{f"AUROC {name}": table.loc[name, "AUROC"] for name in table.index}}
 
 
 @dataclass
 class Benchmark:
     """Everything the benchmark measures on one model: the groups, each detector's scores and table, the crisp-image
-    controls (`crisp_controls`) and the layer chosen on a calibration half."""
+    controls (`crisp_controls`), the layer chosen on a calibration half and the share of empty-prompt generations
+    that copy a duplicated pair (`unconditional_copies`)."""
 
     groups: Groups
     results: dict[str, dict]
     table: pd.DataFrame
     controls: pd.DataFrame
     calibrated: dict
+    unconditional: float
 
     @property
     def control(self) -> pd.Series:
@@ -321,12 +338,15 @@ def verdict(mix: Mix, bench: Benchmark, min_copied: float, min_auroc: float, max
 
 
 def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives: int, steps: int, guidance: float,
-        layer: str, timestep: int, pool: str, seed: int, wen_generations: int, n_control: int) -> Benchmark:
+        layer: str, timestep: int, pool: str, seed: int, wen_generations: int, n_control: int, n_unconditional: int
+        ) -> Benchmark:
     """The whole benchmark on one model, in the order notebook 06 shows it step by step: `generate_groups`,
-    `compare_detectors`, `crisp_controls`, `layer_scores` and `calibrated_layer`."""
+    `compare_detectors`, `crisp_controls`, `layer_scores`, `calibrated_layer` and `unconditional_copies`."""
     groups = generate_groups(pipe, distinct, is_dup, seeds_per_prompt, n_negatives, steps, guidance, seed)
     results = compare_detectors(pipe, groups, distinct.images, layer, timestep, pool, seed, wen_generations)
     controls = crisp_controls(pipe, groups, distinct, n_control, layer, timestep, pool, seed)
     scores = layer_scores(pipe, groups, detection.resnet_activation_layers(pipe.unet), timestep, pool, seed)
     calibrated = calibrated_layer(groups, scores, layer, seed)
-    return Benchmark(groups, results, detection.detector_table(results, groups.labels), controls, calibrated)
+    unconditional = unconditional_copies(pipe, distinct, is_dup, n_unconditional, steps, seed)
+    return Benchmark(groups, results, detection.detector_table(results, groups.labels), controls, calibrated,
+                     unconditional)
