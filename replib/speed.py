@@ -2,7 +2,9 @@
 PyTorch loop on the same model and step, and a batched DAE bank against a Python loop over single DAEs.
 
 `benchmarks/run.py` prints both (the README reports them); notebook 02 shows the second on its own sweep. Timings
-take the best of a few interleaved repeats, which is what a busy machine's noise least disturbs.
+take the best of a few interleaved repeats (`interleaved`), which is what a busy machine's noise least disturbs, and
+report CPU seconds beside wall seconds: the CPU time of this process does not count the time another process or the
+host took the core away, so a CPU-time ratio survives a machine that is busy while it is measured.
 """
 from __future__ import annotations
 
@@ -21,6 +23,19 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Call each of `fns` `repeats` times in turn (a, b, a, b, ...) so that a slow spell falls on all of them, and
+    return, for each name, its shortest wall time ("wall s") and shortest CPU time of this process ("cpu s")."""
+    best = {name: {"wall s": float("inf"), "cpu s": float("inf")} for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            w, c = time.perf_counter() - w0, time.process_time() - c0
+            best[name] = {"wall s": min(best[name]["wall s"], w), "cpu s": min(best[name]["cpu s"], c)}
+    return best
 
 
 def bare_loop(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
@@ -44,21 +59,22 @@ def loop_overhead(make, step, steps: int, repeats: int = 3) -> dict[str, float]:
     from .training.loop import Loop, fit
 
     bare_loop(make, step, min(steps, 5))  # warm-up: first calls pay for allocations and lazy initialisation
-    fit_s, bare_s = [], []
-    for _ in range(repeats):
-        fit_s.append(best_of(lambda: fit(make, step, Loop(steps), progress=False), 1))
-        bare_s.append(best_of(lambda: bare_loop(make, step, steps), 1))
-    return {"fit s/step": min(fit_s) / steps, "bare s/step": min(bare_s) / steps,
-            "ratio": min(fit_s) / min(bare_s)}
+    t = interleaved({"fit": lambda: fit(make, step, Loop(steps), progress=False),
+                     "bare": lambda: bare_loop(make, step, steps)}, repeats)
+    fit_s, bare_s = t["fit"]["wall s"], t["bare"]["wall s"]
+    return {"fit s/step": fit_s / steps, "bare s/step": bare_s / steps, "ratio": fit_s / bare_s}
 
 
-def bank_vs_loop(sets: list[torch.Tensor], cfg, width: int, repeats: int = 2) -> dict[str, float]:
+def bank_vs_loop(sets: list[torch.Tensor], cfg, width: int, repeats: int = 3) -> dict[str, float]:
     """Seconds to train one DAE per data set as one batched bank (`dae.ReLUDAE(n_models=M)`) and as a Python loop over
-    M single DAEs (same settings), best of `repeats`, and the speed-up of the bank."""
+    M single DAEs (same settings), best of `repeats` interleaved calls each, and the bank's speed-up in wall time and
+    in CPU time (the work each way costs, whatever else the machine is doing)."""
     from .models.dae import ReLUDAE
     from .training.dae import train_dae
 
     d = sets[0].shape[1]
-    bank = best_of(lambda: train_dae(ReLUDAE(d, width, n_models=len(sets)), sets, cfg, progress=False), repeats)
-    loop = best_of(lambda: [train_dae(ReLUDAE(d, width), x, cfg, progress=False) for x in sets], repeats)
-    return {"models": len(sets), "pixels": d, "bank s": bank, "loop s": loop, "speed-up": loop / bank}
+    t = interleaved({"bank": lambda: train_dae(ReLUDAE(d, width, n_models=len(sets)), sets, cfg, progress=False),
+                     "loop": lambda: [train_dae(ReLUDAE(d, width), x, cfg, progress=False) for x in sets]}, repeats)
+    bank, loop = t["bank"], t["loop"]
+    return {"models": len(sets), "pixels": d, "bank s": bank["wall s"], "loop s": loop["wall s"],
+            "speed-up": loop["wall s"] / bank["wall s"], "speed-up (CPU)": loop["cpu s"] / bank["cpu s"]}
