@@ -17,12 +17,7 @@ from torch import nn
 
 def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     """The shortest wall time of `repeats` calls of `fn`, in seconds."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return interleaved({"fn": fn}, repeats)["fn"]["wall s"]
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, dict[str, float]]:

@@ -43,7 +43,7 @@ def test_interleaved_alternates_and_cpu_time_ignores_time_off_the_core():
     assert out["sleep"]["wall s"] >= 0.05 and out["sleep"]["cpu s"] < 0.02
 
 
-def test_bank_vs_loop_speed_up_is_about_one_for_a_single_model():
+def test_bank_vs_loop_cpu_speed_up_is_about_one_for_one_model_and_clear_for_eight():
     """The control for notebook 02's assert (CPU speed-up > 1.5 on small models): a "bank" of one DAE does the same
     work as a "loop" over one DAE, so the same measure gives about 1 and the assert would fail."""
     from replib.training.dae import DAETraining

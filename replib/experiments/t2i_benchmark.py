@@ -156,7 +156,7 @@ def unconditional_copies(pipe, distinct: GlyphSet, is_dup, n: int, steps: int, s
     """The share of `n` generations with the empty prompt and no guidance (seeds seed + 5000, + 5001, ...) that copy a
     duplicated training pair's image (Gu et al.'s rule against the distinct training images, nearest one duplicated):
     whether the model stores the duplicated images without their captions. The paper's detector makes its one UNet
-    pass with the empty prompt, so this is the memorization it can read."""
+    pass with the empty prompt, so this is the memorization it might read; notebook 06 measures whether it does."""
     check_int("n", n, 1)
     gen = pipelines.generate(pipe, [""] * n, seeds=list(range(seed + 5000, seed + 5000 + n)), steps=steps,
                              guidance_scale=1.0)
