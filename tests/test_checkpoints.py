@@ -57,6 +57,14 @@ def test_load_or_compute_computes_once_then_loads(cache, capsys):
     assert "trained and saved" in out and "loaded checkpoint" in out
 
 
+def test_a_checkpoint_records_what_it_was_made_with(cache):
+    # what load_checked compares (versions of the libraries the result depends on) and what a pack's manifest shows
+    load_or_compute("run", {"n": 3}, Counter(1), verbose=False, libraries=("torch",))
+    made = torch.load(checkpoint_path("run", {"n": 3}), weights_only=True)["made_with"]
+    assert made["versions"]["torch"] == torch.__version__ and set(made["versions"]) >= {"diffusers", "matplotlib"}
+    assert made["depends_on"] == ["torch"] and made["seconds"] >= 0 and made["machine"] and made["when"]
+
+
 def test_different_settings_different_files(cache):
     a = load_or_compute("run", {"n": 3}, Counter("a"), verbose=False)
     b = load_or_compute("run", {"n": 4}, Counter("b"), verbose=False)

@@ -279,7 +279,8 @@ def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: b
             return {"pool": pool.float().contiguous()}
 
         tag = "it0" if k == 0 else f"{cfg.paradigm}-{cfg.selection}-it{k}"
-        pool = load_or_compute(f"{name}-{tag}", settings, compute, verbose=False)["pool"]
+        pool = load_or_compute(f"{name}-{tag}", settings, compute, verbose=False,
+                               libraries=("torch", "diffusers"))["pool"]
         tau0 = tdf_threshold(pool, cfg.tau_factor) if cfg.selection == "tdf" else None
         keep = select(cfg.selection, pool, cfg.n, seed=cfg.seed + k, tau0=tau0, alpha=cfg.decay)
         run.train.append(train)

@@ -167,7 +167,7 @@ def train_dae_cached(name: str, data: torch.Tensor | list[torch.Tensor], cfg: DA
         log = train_dae(model, sets, cfg, progress=progress, desc=name, device=device)
         return {"state": _cpu(model.state_dict()), "log": log.as_dict()}  # plain CPU data: loads safely anywhere
 
-    blob = load_or_compute(name, settings, compute)
+    blob = load_or_compute(name, settings, compute, libraries=("torch",))  # no diffusers in a DAE
     model = ReLUDAE(dim, width, tied, len(sets), init_scale, init_seed)
     model.load_state_dict(blob["state"])
     return model, TrainLog.from_dict(blob["log"])

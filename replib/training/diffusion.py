@@ -96,7 +96,7 @@ def train_toy(name: str, data: torch.Tensor, cfg: ToyTraining, width: int = 100,
         return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     loop = Loop(cfg.steps, cfg.seed, device=device, save_every=cfg.save_every)
-    return fit(make, lambda m, g: toy_loss(m, data, cfg, g), loop, name, settings, progress)
+    return fit(make, lambda m, g: toy_loss(m, data, cfg, g), loop, name, settings, progress, libraries=("torch",))
 
 
 @dataclass
@@ -148,7 +148,7 @@ def train_unet(name: str, images: torch.Tensor, cfg: UNetTraining, progress: boo
         return unet, torch.optim.Adam(unet.parameters(), lr=cfg.lr)
 
     loop = Loop(cfg.steps, cfg.seed, device=device, save_every=cfg.save_every)
-    unet = fit(make, ddpm_step(images, cfg), loop, name, settings, progress)
+    unet = fit(make, ddpm_step(images, cfg), loop, name, settings, progress, libraries=("torch", "diffusers"))
     unet.eval()
     return unet
 
@@ -252,6 +252,6 @@ def train_text2image(name: str, images: torch.Tensor, captions: list[str], cfg: 
         return torch.nn.functional.mse_loss(pred, scheduler.get_velocity(x0, noise, t) if target is None else target)
 
     loop = Loop(cfg.steps, cfg.seed, cfg.lr_schedule, device=device, save_every=cfg.save_every)
-    model = fit(make, step, loop, name, settings, progress)
+    model = fit(make, step, loop, name, settings, progress, libraries=("torch", "diffusers", "transformers"))
     model.eval()
     return model

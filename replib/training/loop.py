@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checkpoints import LIBRARIES
 from ..params import check_choice, check_float, check_int
 from ..widgets import progress as progress_bar
 
@@ -69,7 +70,7 @@ def _cpu(obj):
 
 def fit(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
         step: Callable[[nn.Module, torch.Generator], torch.Tensor], loop: Loop, name: str = "training",
-        settings: dict | None = None, progress: bool = True) -> nn.Module:
+        settings: dict | None = None, progress: bool = True, libraries: tuple[str, ...] = LIBRARIES) -> nn.Module:
     """Train `make()`'s model with its optimizer, minimising `step(model, generator) -> loss` for `loop.steps` steps.
 
     The model is moved to `loop.device`; `step` draws batches and noise from the CPU `generator` (seeded with
@@ -79,9 +80,10 @@ def fit(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
     With `settings`, the run is cached under `name` and those settings (`checkpoints.checkpoint_path`): a finished
     checkpoint is loaded without training; otherwise a partial checkpoint (model, optimizer, generator state, step,
     losses) is written atomically every `loop.save_every` steps and picked up by the next call, so an interrupted run
-    resumes. An unreadable, mismatched or unsafe file is reported and ignored (`checkpoints.load_checked`). Everything
-    stored is plain CPU data, so a checkpoint written on a GPU loads on a CPU and the other way round."""
-    from ..checkpoints import checkpoint_path, load_checked, plain_settings, save_atomic
+    resumes. An unreadable, mismatched or unsafe file, or one made with another minor release of `libraries` (those
+    the result depends on), is reported and ignored (`checkpoints.load_checked`). Everything stored is plain CPU data,
+    so a checkpoint written on a GPU loads on a CPU and the other way round."""
+    from ..checkpoints import checkpoint_path, load_checked, save_checkpoint, why_not_cached
 
     model, opt = make()
     model.to(loop.device)
@@ -89,7 +91,7 @@ def fit(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
     if settings is not None:
         final = checkpoint_path(name, settings)
         partial = final.with_suffix(".partial.pt")
-        done = load_checked(final, settings)
+        done = load_checked(final, settings, libraries)
         if done is not None:
             model.load_state_dict(done["model"])
             model.losses, model.train_seconds = done.get("losses", []), done.get("seconds", float("nan"))
@@ -98,7 +100,9 @@ def fit(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
     base_lr = [group["lr"] for group in opt.param_groups]  # as `make` set them: the schedule scales these
     g = torch.Generator().manual_seed(loop.seed)
     start, losses, seconds = 0, [], 0.0
-    state = load_checked(partial, settings) if settings is not None else None
+    state = load_checked(partial, settings, libraries) if settings is not None else None
+    if settings is not None and not final.exists() and not partial.exists() and (why := why_not_cached(name, settings)):
+        print(why)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])  # moves the optimizer's state to the parameters' device
@@ -122,15 +126,14 @@ def fit(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=losses[-1], refresh=False)  # printed at the bar's own pace
         if settings is not None and loop.save_every and i % loop.save_every == 0 and i < loop.steps:
-            save_atomic({"settings": plain_settings(settings),
-                         "result": {"model": _cpu(model.state_dict()), "optimizer": _cpu(opt.state_dict()),
-                                    "generator": g.get_state(), "step": i, "losses": losses,
-                                    "seconds": time.perf_counter() - t0}}, partial)
+            elapsed = time.perf_counter() - t0
+            save_checkpoint(partial, settings, {"model": _cpu(model.state_dict()), "optimizer": _cpu(opt.state_dict()),
+                                                "generator": g.get_state(), "step": i, "losses": losses,
+                                                "seconds": elapsed}, elapsed, libraries)
     model.losses, model.train_seconds = losses, time.perf_counter() - t0
     if settings is not None:
-        save_atomic({"settings": plain_settings(settings), "result": {"model": _cpu(model.state_dict()),
-                                                                      "losses": losses,
-                                                                      "seconds": model.train_seconds}}, final)
+        save_checkpoint(final, settings, {"model": _cpu(model.state_dict()), "losses": losses,
+                                          "seconds": model.train_seconds}, model.train_seconds, libraries)
         partial.unlink(missing_ok=True)
         print(f"trained and saved checkpoint {final.name} ({model.train_seconds:.0f} s)")
     return model
