@@ -14,7 +14,8 @@ experiments/   t2i_benchmark (06, 07) · collapse (10) · sd14_run (08, 09)
 infrastructure session: `setup`, devices (every notebook) · params (every parameters cell) · plotting (every
                notebook) · widgets (02, 05, 07, 09, 10) · files and checkpoints (the cache, atomic writes; every
                training) · hub (08, 09) · execute (runs the notebooks; 07 reads 06's parameters) · book (the book) ·
-               speed (02, benchmarks/) · score (08, and `python -m replib.score`)
+               speed (02, benchmarks/) · score (08, and `python -m replib.score`) · cache (checkpoint packs:
+               `python -m replib.cache`)
 
 Heavy libraries (diffusers, transformers) are imported only by the modules that need them.
 """

@@ -47,12 +47,15 @@ def pytest_collection_modifyitems(items):
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's scope scheduler with one unit of work per notebook (its cells run in order, in one kernel),
     joined by the notebooks that reuse its results (_RUNS_AFTER), and one per unit-test module (module fixtures are
-    built once). Units are handed out in collection order, so a free worker always takes the next one."""
+    built once). Units are handed out in collection order, so a free worker always takes the next one.
+    test_cache_notebooks.py joins notebook 05's unit: it repacks the checkpoints 01 and 05 have just trained."""
     from xdist.scheduler import LoadScopeScheduling
 
     class NotebookScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
+            if Path(path).name == "test_cache_notebooks.py":
+                return "notebook-05"
             if _is_notebook(path):
                 prefix = Path(path).name[:2]
                 return f"notebook-{_RUNS_AFTER.get(prefix, prefix)}"
