@@ -14,7 +14,7 @@ from replib.session import DEVICES, choose_device
 from replib.training.loop import Loop, fit
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-TRAINING_NOTEBOOKS = ["01", "02", "03", "04", "05", "06", "07", "10"]
+TRAINING_NOTEBOOKS = ["01", "02", "03", "04", "05", "06", "07", "10", "11"]
 
 
 def test_auto_is_cuda_exactly_when_present(monkeypatch):

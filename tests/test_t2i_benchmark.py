@@ -171,7 +171,8 @@ def test_notebook07_reads_notebook06s_model_settings():
 
     for profile in ("full", "smoke"):
         p06 = notebook_parameters("06", profile)
-        assert notebook_parameters("07", profile)["MODEL_PROFILE"] == profile  # 07 steers 06's model of its profile
+        for reader in ("07", "11"):  # 07 steers 06's model of its profile, 11 measures it again
+            assert notebook_parameters(reader, profile)["MODEL_PROFILE"] == profile
         assert p06["N_DISTINCT"] == (1_000 if profile == "full" else 100)
     with pytest.raises(ParameterError, match="profile"):
         notebook_parameters("06", "fast")

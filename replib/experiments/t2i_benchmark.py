@@ -4,7 +4,18 @@ Two groups of generations with the same sampler: captions of the duplicated (cap
 (label 1), and captions seen once in training, one seed each (label 0). Gu et al.'s d1/d2 rule says which generations
 copy their caption's training image; every detector scores the same generations; a control of crisp rendered glyphs
 the model never saw checks that the paper's detector reads memorization and not sharpness. The notebook runs it on
-two training mixes (duplicated pairs most of the rows, and a web-like share of at most 10%) and tabulates both.
+main training mix (duplicated pairs most of the rows); notebook 11 runs it on two web-like mixes (at most 10% of the
+rows duplicated) beside it and tabulates all three.
+
+The kit's measurements of other web-like mixes (full profile, 2 CPU threads, one seed each; not re-run by the
+notebooks): 7,200 distinct pairs + 8 x 100 copies, 16,000 steps of 128 (each duplicated pair seen about 25,600 times,
+57 minutes) copied 70% of the duplicated captions' generations and the paper's detector scored AUROC 0.43 (best of
+11 layers 0.74); 1,800 + 8 x 25 (each pair seen once about 1,024 times) copied 77% of the captions seen once too;
+1,800 + 2 x 100, 16,000 steps of 32, copied none of the duplicated ones; 2,000 + 8 x 25 (9%) after 8,000 steps of 32
+(about 2,900 exposures per pair) copied none. `WEB_MIX` (3,600 + 2 x 200, 8,000 steps of 128) trained with seed 1
+instead of 0 gave AUROC 1.00. 2 pairs x 200 copies in 8,000 rows (7,600 distinct, 16,000 steps of 128) gave 0.929 at
+notebook 06's layer (best layer 0.990): at an equal share per pair, the number of pairs seems to matter more than
+the share (one seed, a lead rather than a result).
 """
 from __future__ import annotations
 
@@ -116,6 +127,15 @@ def train_model(mix: Mix, train: GlyphSet, lr: float, seed: int, tokenizer, name
 
     cfg = T2ITraining(steps=mix.steps, lr=lr, seed=seed, batch_size=mix.batch_size)
     return train_text2image(name, train.images, train.captions, cfg, tokenizer, device=device)
+
+
+def benchmark_settings(p06: dict) -> dict:
+    """The keyword arguments of `run` that notebook 06's parameters fix (`execute.notebook_parameters("06", ...)`):
+    negatives, sampler, guidance, detector layer, timestep and pooling, seed, Wen's generations and the control's
+    size. Notebook 11 measures its web-like mixes with them, so all three mixes are scored the same way."""
+    return {"n_negatives": p06["N_NEGATIVES"], "steps": p06["SAMPLER_STEPS"], "guidance": p06["GUIDANCE"],
+            "layer": p06["LAYER"], "timestep": p06["T_DETECT"], "pool": p06["POOL"], "seed": p06["SEED"],
+            "wen_generations": p06["WEN_GENERATIONS"], "n_control": p06["N_CONTROL"]}
 
 
 def notebook06_model(profile: str, tokenizer, device="cpu"):
@@ -350,3 +370,25 @@ def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives:
     unconditional = unconditional_copies(pipe, distinct, is_dup, n_unconditional, steps, seed)
     return Benchmark(groups, results, detection.detector_table(results, groups.labels), controls, calibrated,
                      unconditional)
+
+
+def web_share_summary(runs: dict[str, tuple[Mix, Benchmark]], verdicts: dict[str, str]) -> str:
+    """Notebook 11's "What we saw", as Markdown written from this run's numbers: per mix its share, copies and the
+    paper's AUROC with its interval, how often the empty prompt draws a duplicated pair, Wen et al.'s scores, and the
+    verdict of each web-like mix (`verdict`'s sentence)."""
+    lines = []
+    for label, (mix, b) in runs.items():
+        copied, labels = b.groups.copied, b.groups.labels
+        row = b.table.loc[PAPER_DETECTOR]
+        wen = [name for name in b.table.index if name.startswith("Wen")]
+        lines.append(f"- **{label}** ({mix.n_duplicated} pairs x {mix.copies} copies, {mix.share:.0%} of "
+                     f"{mix.rows:,} rows, each duplicated pair seen {mix.exposures:,.0f} times): "
+                     f"{copied[labels == 1].mean():.0%} of the duplicated captions' generations copy, "
+                     f"{copied[labels == 0].mean():.0%} of the others; the paper's detector AUROC {row['AUROC']:.3f} "
+                     f"[{row['AUROC 95% low']:.3f}, {row['AUROC 95% high']:.3f}], TPR at 1% FPR "
+                     f"{row['TPR@1%FPR']:.2f}; the empty prompt draws a duplicated pair in {b.unconditional:.1%} of "
+                     "generations; Wen et al. " + ", ".join(f"{b.table.loc[n, 'AUROC']:.2f}" for n in wen)
+                     + f" ({'; '.join(wen)}).")
+        if label in verdicts:
+            lines.append(f"  Verdict: {verdicts[label]}.")
+    return "\n".join(lines)
