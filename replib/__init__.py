@@ -15,7 +15,7 @@ infrastructure session: `setup`, devices (every notebook) · params (every param
                notebook) · widgets (02, 05, 07, 09, 10) · files and checkpoints (the cache, atomic writes; every
                training) · hub (08, 09) · execute (runs the notebooks; 07 and 11 read 06's parameters) · book (the book) ·
                speed (02, benchmarks/) · score (08, and `python -m replib.score`) · cache (checkpoint packs:
-               `python -m replib.cache`)
+               `python -m replib.cache`) · machine (the CPU's name, for the record)
 
 Heavy libraries (diffusers, transformers) are imported only by the modules that need them.
 """

@@ -56,6 +56,7 @@ from typing import Any, Callable
 import torch
 
 from .files import atomic_path, cache_dir
+from .machine import cpu_model
 
 # The libraries whose release can change a trained result (see the module docstring); a caller that does not say
 # which of them its result depends on is checked against all three.
@@ -142,14 +143,8 @@ def installed_versions() -> dict[str, str]:
 
 def _machine() -> str:
     """The CPU (and the GPU, when this process has used one) a result was computed on, for the record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_initialized() else ""
-    return f"{cpu}, {os.cpu_count()} CPUs{gpu}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs{gpu}"
 
 
 def made_with(seconds: float, libraries: tuple[str, ...] = LIBRARIES) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 import nbformat
 
 from .files import write_text_atomic
+from .machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -77,16 +78,6 @@ def notebook_parameters(prefix: str, profile: str = "full") -> dict[str, Any]:
     return {**params, **smoke_parameters(path)} if profile == "smoke" else params
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def _gpu() -> str:
     try:
         import torch
@@ -106,7 +97,7 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "gpu": _gpu(),
+    return {"machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "gpu": _gpu(),
                         "platform": platform.platform(terse=True)},
             "versions": {"python": platform.python_version(), **{name: version(name) for name in VERSIONED}}}
 
