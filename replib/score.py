@@ -16,7 +16,12 @@ the paper computes it: from the decoded image, re-encoded with the VAE, instead 
 
 `--images DIR` scores every image file in a folder with the paper's detector alone (no prompt, no generation): a
 row per file, with a seed derived from the file name so a file keeps its score whatever else is in the folder;
-files already in the output are skipped. Under `accelerate launch` each process takes its share of the remaining prompts
+files already in the output are skipped. A file that cannot be read (not an image, truncated, empty, a directory,
+no permission, too many pixels, a broken link) is skipped, not fatal: it is listed with its reason in
+`OUT.skipped.csv`, and a rerun tries it again only once its size or time changes (or with `--retry-skipped`);
+`--strict` makes any skip end the run with status 1.
+
+Under `accelerate launch` each process takes its share of the remaining prompts
 (`PartialState.split_between_processes`) and writes its own shard `OUT.rankK.csv`; `read_results` merges them.
 """
 from __future__ import annotations
@@ -27,13 +32,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from .models.sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP
 
 DETECTORS = ("paper", "wen")
 FIELDS = ["index", "prompt", "seed", "paper", "wen_first", "wen_mean", "seconds", "model", "standin"]
 IMAGE_FIELDS = ["file", "seed", "paper", "seconds", "model", "standin"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+SKIPPED_FIELDS = ["file", "reason", "size", "mtime_ns"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # compared in lower case; hidden files are left out
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -131,11 +138,14 @@ def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files directly in `folder` (by suffix, see IMAGE_SUFFIXES), sorted by name."""
+    """The entries directly in `folder` named like images (IMAGE_SUFFIXES, any case: a.PNG counts), sorted by name;
+    hidden names (".…", such as macOS's "._a.png") are left out. Nothing is opened here and nothing recursed into, so a
+    symbolic-link loop cannot hang the listing; a directory, a broken link or a text file named .png is listed and
+    `score_images` skips it with its reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -148,26 +158,81 @@ def file_seed(name: str, seed: int = 0) -> int:
     return seed + zlib.crc32(name.encode()) % 2**31
 
 
+def skipped_path(out: str | Path) -> Path:
+    """Where `score_images` lists the files it could not read: OUT.skipped.csv beside the scores OUT.csv."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
+def read_skipped(out: str | Path) -> pd.DataFrame:
+    """The files skipped while scoring into `out`: file, reason, and the size and time they had then."""
+    path = skipped_path(out)
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=SKIPPED_FIELDS)
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time in ns) of the file `path` names, or of the link itself when it cannot be followed:
+    a bad file fixed or replaced in place gets a new stamp, so it is retried."""
+    for stat in (path.stat, path.lstat):
+        try:
+            st = stat()
+            return st.st_size, st.st_mtime_ns
+        except OSError:
+            pass
+    return -1, -1
+
+
 def score_images(files: list[Path], out: str | Path, loaded, seed: int = 0, batch_size: int = 8,
-                 layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
-                 progress: bool = True) -> pd.DataFrame:
-    """The paper's prompt-free score of every image file not yet in `out` (rows appended after every batch, so an
-    interrupted run resumes); returns every row so far."""
+                 layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP, progress: bool = True,
+                 retry_skipped: bool = False) -> pd.DataFrame:
+    """The paper's prompt-free score of every image file not yet in `out`; returns every row so far. A file that cannot
+    be read (`pipelines.ImageReadError`) is skipped and listed with its reason in `skipped_path(out)`, and a rerun
+    leaves it alone until its size or time changes (or `retry_skipped`). Scores are appended after every batch and the
+    skipped list rewritten (atomically) at every change, so an interrupted run loses nothing and redoes nothing."""
+    from .files import atomic_path
+    from .models import pipelines
     from .probes import detection
     from .widgets import progress as bar
 
     out = Path(out)
     done = set(pd.read_csv(out)["file"]) if out.exists() else set()
-    todo = [f for f in files if f.name not in done]
-    batches = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
-    for batch in bar(batches, desc="scoring images", disable=not progress):
+    skipped = {row["file"]: row for row in read_skipped(out).to_dict("records")}
+
+    def known_bad(f: Path) -> bool:
+        row = skipped.get(f.name)
+        return row is not None and not retry_skipped and (row["size"], row["mtime_ns"]) == file_stamp(f)
+
+    def save_skipped() -> None:
+        with atomic_path(skipped_path(out)) as tmp:
+            pd.DataFrame(list(skipped.values()), columns=SKIPPED_FIELDS).to_csv(tmp, index=False)
+
+    def flush(batch: list[tuple[Path, torch.Tensor]]) -> None:
         t0 = time.perf_counter()
-        seeds = [file_seed(f.name, seed) for f in batch]
-        scores = detection.paper_scores_from_images(loaded.pipe, batch, layer, timestep, seed=seeds)
+        seeds = [file_seed(f.name, seed) for f, _ in batch]
+        pixels = torch.cat([x for _, x in batch])
+        scores = detection.paper_scores_from_images(loaded.pipe, pixels, layer, timestep, seed=seeds)
         seconds = (time.perf_counter() - t0) / len(batch)
         _append(out, [{"file": f.name, "seed": s, "paper": float(v), "seconds": seconds, "model": loaded.source,
-                       "standin": loaded.standin} for f, s, v in zip(batch, seeds, scores)], IMAGE_FIELDS)
-    return pd.read_csv(out)
+                       "standin": loaded.standin} for (f, _), s, v in zip(batch, seeds, scores)], IMAGE_FIELDS)
+        if any(skipped.pop(f.name, None) is not None for f, _ in batch):  # fixed since a run skipped it
+            save_skipped()
+
+    channels, size = pipelines.pixel_shape(loaded.pipe)
+    todo = [f for f in files if f.name not in done and not known_bad(f)]
+    batch = []
+    for f in bar(todo, desc="scoring images", disable=not progress):
+        try:
+            batch.append((f, pipelines.to_pixels([f], channels, size)))  # read once, at the model's resolution
+        except pipelines.ImageReadError as err:
+            nbytes, mtime = file_stamp(f)
+            skipped[f.name] = {"file": f.name, "reason": err.reason, "size": nbytes, "mtime_ns": mtime}
+            save_skipped()
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    return pd.read_csv(out) if out.exists() else pd.DataFrame(columns=IMAGE_FIELDS)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -196,14 +261,28 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--timestep", type=int, default=DETECTOR_TIMESTEP)
     ap.add_argument("--from-images", action="store_true",
                     help="score the decoded image re-encoded by the VAE (as the paper does), not the sampler's latent")
+    ap.add_argument("--strict", action="store_true",
+                    help="with --images: exit with status 1 when any file was skipped (default: 0, and a list)")
+    ap.add_argument("--retry-skipped", action="store_true",
+                    help="with --images: read again the files an earlier run skipped, even if they have not changed")
     args = ap.parse_args(argv)
     if args.images:
-        files = image_files(args.images)[: args.limit or None]
+        try:
+            files = image_files(args.images)[: args.limit or None]
+        except (FileNotFoundError, ValueError) as err:
+            ap.error(str(err))
         loaded = load_or_standin(args.mode, args.path, args.device, args.dtype)
         if loaded.standin:
             print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
-        results = score_images(files, args.out, loaded, args.seed, args.batch_size, args.layer, args.timestep)
-        print(f"{len(results)} of {len(files)} images scored in {args.out} (the paper's detector; no prompts)")
+        results = score_images(files, args.out, loaded, args.seed, args.batch_size, args.layer, args.timestep,
+                               retry_skipped=args.retry_skipped)
+        names = {f.name for f in files}
+        scored = int(results["file"].isin(names).sum())
+        skipped = int(read_skipped(args.out)["file"].isin(names).sum())
+        see = f" (see {skipped_path(args.out)})" if skipped else ""
+        print(f"{scored} scored, {skipped} skipped{see}; scores in {args.out} (the paper's detector; no prompts)")
+        if args.strict and skipped:
+            raise SystemExit(f"--strict: {skipped} of {len(files)} files could not be read{see}")
         return results
     if args.prompts:
         prompts = read_prompts(args.prompts)

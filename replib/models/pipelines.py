@@ -6,6 +6,8 @@ The *model space* is what the UNet sees: VAE latents for SD1.4 (scaled by `vae.c
 """
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 
 import torch
@@ -57,10 +59,72 @@ def pixel_shape(pipe) -> tuple[int, int]:
     return pipe.unet.config.in_channels, pipe.unet.config.sample_size
 
 
+class ImageReadError(OSError):
+    """A file that cannot be read as an image. `path` says which, `reason` why, in a few words (what `replib.score`
+    writes beside a skipped file): not an image, truncated or corrupt, empty, a directory, permission denied, too many
+    pixels, a broken or looping symbolic link."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"cannot read {path} as an image: {reason}")
+        self.path, self.reason = str(path), reason
+
+    def __reduce__(self):  # picklable (e.g. raised in a data-loader worker), although __init__ takes two arguments
+        return type(self), (self.path, self.reason)
+
+
+def _read_failure(err: Exception) -> str:
+    """The reason, in a few words, why opening or decoding an image file raised `err`."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(err, IsADirectoryError):
+        return "a directory"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, FileNotFoundError):
+        return "not found (a broken symbolic link?)"
+    if isinstance(err, OSError) and err.errno == errno.ELOOP:
+        return "a symbolic-link loop"
+    if isinstance(err, Image.DecompressionBombError):
+        return f"too many pixels, a possible decompression bomb (PIL.Image.MAX_IMAGE_PIXELS): {err}"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image (PIL cannot identify it)"
+    return f"truncated or corrupt ({type(err).__name__}: {err})"
+
+
+def _as_mode(img, mode: str):
+    """`img` converted to `mode` ("RGB" or "L"). 16-bit greyscale (PIL modes I;16… and I) is scaled to 8 bits first:
+    PIL's own conversion clips it at 255, which turns almost every pixel white."""
+    import numpy as np
+    from PIL import Image
+
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        img = Image.fromarray(np.clip(np.round(np.asarray(img, dtype=np.float64) / 257), 0, 255).astype(np.uint8))
+    return img.convert(mode)
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB"):
+    """The image file at `path` as a PIL image in `mode`, fully decoded now (so a truncated file fails here, not later).
+    Any failure raises one `ImageReadError` naming the file and the reason: a folder of images from the web always
+    holds a few files that are not what their names say."""
+    from PIL import Image
+
+    try:
+        if os.stat(path).st_size == 0:  # PIL would only say "cannot identify"
+            raise ImageReadError(path, "an empty file")
+        with Image.open(path) as img:
+            img.load()
+            return _as_mode(img, mode)
+    except ImageReadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a decoder may raise anything; the reason keeps its type and message
+        raise ImageReadError(path, _read_failure(err)) from None
+
+
 def to_pixels(images, channels: int = 3, size: int | None = None) -> torch.Tensor:
     """Images as pixels (n, channels, size, size) in [-1, 1], from a tensor (n, C, H, W) already in [-1, 1], a list of
-    PIL images, or a list of file paths (any format PIL reads). PIL images and files are converted to RGB (or to
-    greyscale for 1 channel) and resized (bicubic) to size x size; tensors are resized the same way when needed."""
+    PIL images, or a list of file paths (any format PIL reads; `read_image`, so a file that cannot be read raises
+    `ImageReadError` naming it). PIL images and files are converted to RGB (or to greyscale for 1 channel; 16-bit
+    greyscale scaled, not clipped) and resized (bicubic) to size x size; tensors are resized the same way when needed."""
     import numpy as np
     from PIL import Image
 
@@ -72,10 +136,10 @@ def to_pixels(images, channels: int = 3, size: int | None = None) -> torch.Tenso
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=True,
                                                 align_corners=False)
         return x.clamp(-1, 1)
+    mode = "L" if channels == 1 else "RGB"
     arrays = []
     for item in images:
-        img = item if isinstance(item, Image.Image) else Image.open(item)
-        img = img.convert("L" if channels == 1 else "RGB")
+        img = _as_mode(item, mode) if isinstance(item, Image.Image) else read_image(item, mode)
         if size is not None and img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)
         a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0

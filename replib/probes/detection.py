@@ -114,7 +114,8 @@ def paper_scores_from_images(pipe, images, layer: str = DETECTOR_LAYER, timestep
     """The paper's detector as the paper runs it, from images: tensors (n, C, H, W) in [-1, 1], PIL images or file
     paths are brought to the pipeline's resolution, encoded with its VAE (`pipelines.encode_images`; pixels as they
     are without one), noised to `timestep` and scored in one UNet pass with the empty prompt. Needs no prompt, no
-    seed of the generation and no training data."""
+    seed of the generation and no training data. A path that cannot be read raises `pipelines.ImageReadError`, which
+    names the file and the reason."""
     from ..models.pipelines import encode_images
 
     return paper_scores(pipe, encode_images(pipe, images), layer, timestep, pool, seed, batch_size)
