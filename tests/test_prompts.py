@@ -319,7 +319,7 @@ def test_examples_are_labelled_distinct_and_enough_for_the_notebooks():
     everything = [p for prompts_ in groups.values() for p in prompts_]
     assert all(isinstance(p, str) and p and p == p.strip() for p in everything)
     assert len(set(everything)) == len(everything), "no prompt twice, within or across the groups"
-    assert all(len(g) >= 64 for g in groups.values()), "notebook 08's stand-in uses up to STANDIN_PROMPTS = 64 a set"
+    assert all(len(g) >= 64 for g in groups.values()), "notebook 09 takes its memorized rows modulo 64, and 08 up to STANDIN_PROMPTS a set"
     assert "written for the kit" in example_prompts.NOTE and "not a published prompt set" in example_prompts.NOTE
     assert "NOT" in example_prompts.__doc__ and "nothing about memorization" in example_prompts.__doc__
 
