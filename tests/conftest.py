@@ -66,6 +66,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty checkpoint cache of this test's own (REPLIB_CACHE points at it)."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("REPLIB_CACHE", str(path))
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def write_pngs():
     """`write_pngs(images, folder, prefix="image") -> paths`: pixels (n, C, H, W) in [-1, 1] as 8-bit PNG files
     prefix-000.png, ... (what a user's folder of generated images looks like to `replib.score --images`)."""

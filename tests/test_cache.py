@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import make as _make, step as _step  # noqa: I001  (the kit's tests' tiny regression)
+from tiny import Counter, make as _make, step as _step  # noqa: I001  (the kit's tests' shared helpers)
 
 import replib.checkpoints as ck
 from replib import cache as packs
@@ -21,23 +21,6 @@ from replib.training.loop import Loop, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNATURE = torch.arange(1000.0) * 0.5  # tensor data distinctive enough to find in an archive's raw bytes
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("REPLIB_CACHE", str(path))
-    path.mkdir()
-    return path
-
-
-class Counter:
-    def __init__(self, value):
-        self.calls, self.value = 0, value
-
-    def __call__(self):
-        self.calls += 1
-        return self.value
 
 
 def fill(cache: Path) -> dict[str, dict]:

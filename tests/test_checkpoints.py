@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import Counter  # noqa: I001  (the kit's tests' shared helpers)
 
 import replib.training.dae as training
 from replib.checkpoints import (
@@ -18,22 +19,6 @@ from replib.checkpoints import (
 from replib.data.digits import simplex_samples
 from replib.models.dae import ReLUDAE
 from replib.training.dae import DAETraining, TrainLog, train_dae, train_dae_cached
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("REPLIB_CACHE", str(path))
-    return path
-
-
-class Counter:
-    def __init__(self, value):
-        self.calls, self.value = 0, value
-
-    def __call__(self):
-        self.calls += 1
-        return self.value
 
 
 def test_cache_dir_follows_env(cache):
