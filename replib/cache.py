@@ -64,10 +64,10 @@ class PackRefused(SystemExit):
 def finished_checkpoints(folder: Path | None = None) -> list[Path]:
     """The finished checkpoints at the top of the cache folder (`NAME-KEY.pt`), sorted by name: not the partial
     ones, not temporary files, nothing in subfolders."""
-    from .checkpoints import _NAME_KEY
+    from .checkpoints import CHECKPOINT_NAME
 
     folder = Path(folder) if folder is not None else cache_dir()
-    return sorted(p for p in folder.iterdir() if p.is_file() and _NAME_KEY.fullmatch(p.name))
+    return sorted(p for p in folder.iterdir() if p.is_file() and CHECKPOINT_NAME.fullmatch(p.name))
 
 
 def _size(n: int) -> str:
@@ -93,7 +93,7 @@ def _stored(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def pack(out: str | os.PathLike, folder: Path | None = None) -> dict[str, Any]:
     """Write every finished checkpoint of the cache (or `folder`) with its manifest into the tar `out`, atomically;
     return the manifest. A checkpoint that does not load safely, or records no versions, is left out and named."""
-    from .checkpoints import _short, installed_versions
+    from .checkpoints import one_line_error, installed_versions
 
     folder = Path(folder) if folder is not None else cache_dir()
     entries, skipped = [], []
@@ -102,7 +102,7 @@ def pack(out: str | os.PathLike, folder: Path | None = None) -> dict[str, Any]:
             try:
                 settings, made = _stored(path)
             except Exception as err:
-                skipped.append(f"{path.name}: does not load safely ({_short(err)})")
+                skipped.append(f"{path.name}: does not load safely ({one_line_error(err)})")
                 continue
             if not isinstance(made, dict):
                 skipped.append(f"{path.name}: records no versions (an older replib); it would be recomputed anyway")
@@ -167,7 +167,7 @@ def _read_members(archive: Path, into: Path) -> dict[str, tuple[int, str]]:
 
 def _check(archive: Path, folder: Path, members: dict[str, tuple[int, str]]) -> list[dict[str, Any]]:
     """The manifest's entries, once every rule of the module docstring holds for the extracted files in `folder`."""
-    from .checkpoints import _NAME_KEY, _short, plain_settings, settings_key
+    from .checkpoints import CHECKPOINT_NAME, one_line_error, plain_settings, settings_key
 
     if MANIFEST not in members:
         raise _refuse(archive, f"it has no {MANIFEST} (not a replib pack, or cut short)")
@@ -180,7 +180,7 @@ def _check(archive: Path, folder: Path, members: dict[str, tuple[int, str]]) -> 
     except Exception as err:
         raise _refuse(archive, f"its {MANIFEST} is not a replib manifest ({type(err).__name__}: {err})") from err
     for name in names:
-        if not isinstance(name, str) or not _NAME_KEY.fullmatch(name) or not _PLAIN_NAME.fullmatch(name):
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name) or not _PLAIN_NAME.fullmatch(name):
             raise _refuse(archive, f"its manifest names {name!r}, which is not a checkpoint file name")
         if names.count(name) > 1:
             raise _refuse(archive, f"its manifest names {name!r} twice")
@@ -198,10 +198,10 @@ def _check(archive: Path, folder: Path, members: dict[str, tuple[int, str]]) -> 
             settings, made = _stored(folder / name)
         except Exception as err:
             raise _refuse(archive, f"{name!r} does not load as plain data with weights_only=True "
-                                   f"({_short(err)})") from err
+                                   f"({one_line_error(err)})") from err
         if plain_settings(settings) != entry.get("settings") or made != entry.get("made_with"):
             raise _refuse(archive, f"{name!r} stores other settings or versions than its manifest gives")
-        if _NAME_KEY.fullmatch(name)["key"] != settings_key(settings):
+        if CHECKPOINT_NAME.fullmatch(name)["key"] != settings_key(settings):
             raise _refuse(archive, f"{name!r} is stored under another key than its settings give")
     return entries
 

@@ -62,7 +62,7 @@ from .machine import cpu_model
 # which of them its result depends on is checked against all three.
 LIBRARIES = ("torch", "diffusers", "transformers")
 RECORDED = (*LIBRARIES, "matplotlib")  # matplotlib draws the glyph images: recorded, covered by the data fingerprint
-_NAME_KEY = re.compile(r"(?P<name>.+)-(?P<key>[0-9a-f]{16})\.pt")  # a finished checkpoint's file name
+CHECKPOINT_NAME = re.compile(r"(?P<name>.+)-(?P<key>[0-9a-f]{16})\.pt")  # a finished checkpoint's file name
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -91,11 +91,11 @@ def save_atomic(obj: Any, path: Path) -> None:
         try:
             torch.load(tmp, weights_only=True, mmap=True)
         except Exception as err:
-            raise TypeError(f"{path.name} would not load safely ({_short(err)}): store only tensors, lists, dicts, "
+            raise TypeError(f"{path.name} would not load safely ({one_line_error(err)}): store only tensors, lists, dicts, "
                             "numbers and strings in a checkpoint, and rebuild richer objects after loading") from err
 
 
-def _short(err: Exception) -> str:
+def one_line_error(err: Exception) -> str:
     """One line of an error: torch's safe-load errors are a page of advice around the line that says what failed."""
     text = str(err).split("WeightsUnpickler error:")[-1]
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
@@ -198,7 +198,7 @@ def load_checked(path: Path, settings: dict[str, Any], libraries: tuple[str, ...
         stored = blob["settings"]
         result = blob["result"]
     except Exception as err:  # refused by the safe load, corrupt, or foreign
-        warnings.warn(_refusal(path, err) or f"checkpoint {path.name} is unreadable ({_short(err)}); recomputing it")
+        warnings.warn(_refusal(path, err) or f"checkpoint {path.name} is unreadable ({one_line_error(err)}); recomputing it")
         return None
     if json.dumps(stored, sort_keys=True, default=repr) != json.dumps(settings, sort_keys=True, default=repr):
         warnings.warn(f"checkpoint {path.name} was made with other settings; recomputing it")
@@ -227,7 +227,7 @@ def why_not_cached(name: str, settings: dict[str, Any]) -> str | None:
     want = plain_settings(settings)
     closest = None
     for path in sorted(cache_dir().glob("*.pt")):
-        found = _NAME_KEY.fullmatch(path.name)
+        found = CHECKPOINT_NAME.fullmatch(path.name)
         if not found or found["name"] != name:
             continue
         try:

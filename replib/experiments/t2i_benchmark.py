@@ -176,7 +176,7 @@ def unconditional_copies(pipe, distinct: GlyphSet, is_dup, n: int, steps: int, s
     """The share of `n` generations with the empty prompt and no guidance (seeds seed + 5000, + 5001, ...) that copy a
     duplicated training pair's image (Gu et al.'s rule against the distinct training images, nearest one duplicated):
     whether the model stores the duplicated images without their captions. The paper's detector makes its one UNet
-    pass with the empty prompt, so this is the memorization it might read; notebook 06 measures whether it does."""
+    pass with the empty prompt, so this is the memorization it might read; notebook 11 measures whether it does."""
     check_int("n", n, 1)
     gen = pipelines.generate(pipe, [""] * n, seeds=list(range(seed + 5000, seed + 5000 + n)), steps=steps,
                              guidance_scale=1.0)
@@ -360,8 +360,9 @@ def verdict(mix: Mix, bench: Benchmark, min_copied: float, min_auroc: float, max
 def run(pipe, distinct: GlyphSet, is_dup, *, seeds_per_prompt: int, n_negatives: int, steps: int, guidance: float,
         layer: str, timestep: int, pool: str, seed: int, wen_generations: int, n_control: int, n_unconditional: int
         ) -> Benchmark:
-    """The whole benchmark on one model, in the order notebook 06 shows it step by step: `generate_groups`,
-    `compare_detectors`, `crisp_controls`, `layer_scores`, `calibrated_layer` and `unconditional_copies`."""
+    """The whole benchmark on one model, in the order notebook 06 shows its steps (`generate_groups`,
+    `compare_detectors`, `crisp_controls`, `layer_scores`, `calibrated_layer`), then `unconditional_copies`, which
+    notebook 11 adds."""
     groups = generate_groups(pipe, distinct, is_dup, seeds_per_prompt, n_negatives, steps, guidance, seed)
     results = compare_detectors(pipe, groups, distinct.images, layer, timestep, pool, seed, wen_generations)
     controls = crisp_controls(pipe, groups, distinct, n_control, layer, timestep, pool, seed)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..checkpoints import LIBRARIES
+from ..checkpoints import LIBRARIES, checkpoint_path, load_checked, save_checkpoint, why_not_cached
 from ..params import check_choice, check_float, check_int
 from ..widgets import progress as progress_bar
 
@@ -83,7 +83,6 @@ def fit(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]],
     resumes. An unreadable, mismatched or unsafe file, or one made with another minor release of `libraries` (those
     the result depends on), is reported and ignored (`checkpoints.load_checked`). Everything stored is plain CPU data,
     so a checkpoint written on a GPU loads on a CPU and the other way round."""
-    from ..checkpoints import checkpoint_path, load_checked, save_checkpoint, why_not_cached
 
     model, opt = make()
     model.to(loop.device)
