@@ -5,7 +5,8 @@ be concluded from them: "example A" only takes the place of the memorized set an
 set, so that notebooks 08 and 09 run end to end in stand-in mode with no prompt files and no network. Each group is
 every (subject, style) pair of eight subjects and eight styles: 64 distinct, readable prompts, enough for notebook 09's
 memorized rows (taken modulo 64) and for notebook 08's stand-in (STANDIN_PROMPTS of them). Group A's subjects are
-people, so notebook 09's "elderly" push has a person to act on. `prompts.load_or_examples` hands them out, labelled, as a `PromptSet` with `example=True`.
+people, so notebook 09's "elderly" push has a person to act on. `prompts.load_or_examples` hands them out,
+labelled, as a `PromptSet` with `example=True`.
 """
 from __future__ import annotations
 
