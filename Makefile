@@ -1,5 +1,5 @@
 # The kit's two jobs. `make all`: execute every notebook (full profile) and build the book.
-# `make test`: unit tests + every notebook at its smoke profile, checked by nbval.
+# `make test`: unit tests + every notebook at its quick profile, checked by nbval.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -38,14 +38,14 @@ notebooks: env
 book: env
 	$(PY) -m replib.book --notebooks $(BUILD)/notebooks --out $(BUILD)/book
 
-# Smoke profiles run with a fresh checkpoint cache, so the tests train every model they check. pytest-xdist spreads
+# Quick profiles run with a fresh checkpoint cache, so the tests train every model they check. pytest-xdist spreads
 # the work over JOBS processes (one torch thread each): a notebook, with the notebooks that reuse its models, runs on
 # one worker in order (tests/conftest.py). JOBS=0 runs everything in one process.
 JOBS ?= auto
 test: env
-	rm -rf $(BUILD)/smoke $(BUILD)/smoke-cache
-	$(PY) -m replib.execute --profile smoke --prepare-only --out $(BUILD)/smoke
-	REPLIB_CACHE=$(abspath $(BUILD))/smoke-cache $(PY) -m pytest tests $(BUILD)/smoke -n $(JOBS) --dist loadscope \
+	rm -rf $(BUILD)/quick $(BUILD)/quick-cache
+	$(PY) -m replib.execute --profile quick --prepare-only --out $(BUILD)/quick
+	REPLIB_CACHE=$(abspath $(BUILD))/quick-cache $(PY) -m pytest tests $(BUILD)/quick -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 
 clean:

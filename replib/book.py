@@ -68,7 +68,7 @@ def wall_time(seconds: float) -> str:
 
 
 def _run_kind(entry: dict[str, Any]) -> str:
-    """What produced the page: a full run, a full run with -p overrides, or only a smoke run."""
+    """What produced the page: a full run, a full run with -p overrides, or only a quick run."""
     overrides = ", ".join(f"{k}={v}" for k, v in sorted(entry.get("overrides", {}).items())).replace("|", "\\|")
     kind = "full" if entry.get("profile") == "full" else f"**{entry.get('profile', '?')} run only** (no full run)"
     return f"{kind}, with {overrides}" if overrides else kind
@@ -98,7 +98,7 @@ def statistics_page(timings: dict[str, dict[str, Any]], names: list[str]) -> str
         "The wall time of the run that produced each page of this book, as `replib.execute` recorded it in "
         "`timings.json` (papermill, one notebook at a time, checkpoint cache included: a notebook that loaded its "
         "trained models instead of training them is faster). The pages are meant to come from the **full** profile; "
-        "a smoke run (the small values CI runs) says nothing about how long a full run takes.", "",
+        "a quick run (the small values CI runs) says nothing about how long a full run takes.", "",
         "| Notebook | Wall time | Run | Torch threads | Finished | Machine |",
         "|---|---|---|---|---|---|", *rows, "",
         f"Book built {datetime.datetime.now().astimezone().isoformat(timespec='seconds').replace('T', ' ')}.", "",

@@ -1,12 +1,12 @@
-"""Execute the kit's notebooks with papermill at a profile ("full": the defaults a learner runs; "smoke": the small
+"""Execute the kit's notebooks with papermill at a profile ("full": the defaults a learner runs; "quick": the small
 values CI runs), into a build folder. Sources in notebooks/ are never written.
 
-The smoke profile lives next to the full one in each notebook's `parameters` cell, as a trailing comment:
-    STEPS = 30_000  # smoke: 8_000
+The quick profile lives next to the full one in each notebook's `parameters` cell, as a trailing comment:
+    STEPS = 30_000  # quick: 8_000
 so a reader sees both, and this module reads the same line.
 
     python -m replib.execute --profile full  --out build/notebooks          # the main job
-    python -m replib.execute --profile smoke --out build/smoke --prepare-only  # nbval executes these
+    python -m replib.execute --profile quick --out build/quick --prepare-only  # nbval executes these
     python -m replib.execute 01 -p N_TRAIN 8                                  # one notebook, other values
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from .machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-PROFILES = ("full", "smoke")
-_LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.+?)\s*#\s*smoke:\s*(?P<smoke>.+?)\s*$")
+PROFILES = ("full", "quick")
+_LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.+?)\s*#\s*quick:\s*(?P<quick>.+?)\s*$")
 # the packages whose versions the book's execution-statistics page reports
 VERSIONED = ("torch", "diffusers", "transformers", "papermill", "nbval")
 
@@ -44,14 +44,14 @@ def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     raise ValueError("notebook has no cell tagged 'parameters'")
 
 
-def smoke_parameters(path: Path) -> dict[str, Any]:
-    """The smoke values written as `# smoke: VALUE` comments in the notebook's parameters cell."""
+def quick_parameters(path: Path) -> dict[str, Any]:
+    """The quick values written as `# quick: VALUE` comments in the notebook's parameters cell."""
     cell = parameters_cell(nbformat.read(path, as_version=4))
     out = {}
     for line in cell.source.splitlines():
         m = _LINE.match(line.strip())
         if m:
-            out[m["name"]] = ast.literal_eval(m["smoke"])
+            out[m["name"]] = ast.literal_eval(m["quick"])
     return out
 
 
@@ -75,7 +75,7 @@ def notebook_parameters(prefix: str, profile: str = "full") -> dict[str, Any]:
     check_choice("profile", profile, PROFILES)
     path = find_notebooks([prefix])[0]
     params = default_parameters(path)
-    return {**params, **smoke_parameters(path)} if profile == "smoke" else params
+    return {**params, **quick_parameters(path)} if profile == "quick" else params
 
 
 def _gpu() -> str:
@@ -147,7 +147,7 @@ def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selecti
     env = None if prepare_only else environment()
     times = {}
     for src in find_notebooks(selection):
-        params = smoke_parameters(src) if profile == "smoke" else {}
+        params = quick_parameters(src) if profile == "quick" else {}
         params.update(overrides or {})
         start = time.perf_counter()
         pm.execute_notebook(str(src), str(out / src.name), parameters=params, kernel_name="python3",

@@ -43,7 +43,7 @@ def _executed(path, title, error=False):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One real jupyter-book build of two notebooks: 01 timed by a full run, 02 only by a smoke run."""
+    """One real jupyter-book build of two notebooks: 01 timed by a full run, 02 only by a quick run."""
     tmp = tmp_path_factory.mktemp("book")
     src = tmp / "notebooks"
     src.mkdir()
@@ -53,7 +53,7 @@ def built(tmp_path_factory):
     (src / "timings.json").write_text(json.dumps({
         "01_alpha": {"seconds": 754.2, "profile": "full", "overrides": {}, "finished": "2026-12-01T10:00:00+00:00",
                      "torch_threads": 2, **env},
-        "02_beta": {"seconds": 8.3, "profile": "smoke"},  # an entry from before machines were recorded
+        "02_beta": {"seconds": 8.3, "profile": "quick"},  # an entry from before machines were recorded
     }))
     index = book.build(src, tmp / "out", expected=["01_alpha.ipynb", "02_beta.ipynb"])
     return index.parent, env
@@ -64,7 +64,7 @@ def test_statistics_page_lists_notebooks_times_machine_and_versions(built):
     page = (html / "execution_statistics.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", " ", page))
     assert "01_alpha" in text and "12 min 34 s" in text and "2026-12-01 10:00:00" in text
-    assert "02_beta" in text and "smoke run only" in text and "8.3 s" in text
+    assert "02_beta" in text and "quick run only" in text and "8.3 s" in text
     for package in execute.VERSIONED:
         assert package in text and env["versions"][package] in text
     assert env["machine"]["cpu"] in text

@@ -1,4 +1,4 @@
-"""An instructor's pack, end to end: the checkpoints of the smoke notebooks 01 and 05 packed, an empty cache, the pack
+"""An instructor's pack, end to end: the checkpoints of the quick notebooks 01 and 05 packed, an empty cache, the pack
 unpacked, and both notebooks executed again (papermill) with no training at all.
 
 Training them costs about 4 minutes on one thread, so the test reuses the checkpoints `make test` has just trained
@@ -54,7 +54,7 @@ def test_unpacked_pack_runs_notebooks_01_and_05_without_training(tmp_path, monke
         student = tmp_path / f"student{attempt}"  # empty until the pack is unpacked into it
         unpacked = packs.unpack(archive, student)
         monkeypatch.setenv("REPLIB_CACHE", str(student))  # the notebook kernels inherit it
-        execute.run("smoke", tmp_path / f"run{attempt}", NOTEBOOKS)
+        execute.run("quick", tmp_path / f"run{attempt}", NOTEBOOKS)
         printed = {nb: outputs(tmp_path / f"run{attempt}", nb) for nb in NOTEBOOKS}
         if attempt == 1 and any("trained and saved" in text for text in printed.values()):
             instructor = student  # the seed was incomplete: this run was the instructor's; pack it and run again

@@ -9,7 +9,7 @@ from replib import execute, widgets
 
 def _notebook(path, parameters_source, other_cells=()):
     nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_markdown_cell("# title\nX = 1  # smoke: 2"))
+    nb.cells.append(nbformat.v4.new_markdown_cell("# title\nX = 1  # quick: 2"))
     cell = nbformat.v4.new_code_cell(parameters_source)
     cell.metadata["tags"] = ["parameters"]
     nb.cells.append(cell)
@@ -20,31 +20,31 @@ def _notebook(path, parameters_source, other_cells=()):
     return path
 
 
-def test_smoke_parameters_parses_only_smoke_comments(tmp_path):
+def test_quick_parameters_parses_only_quick_comments(tmp_path):
     src = "\n".join([
-        "# Full profile; the `# smoke:` values are what CI runs.",
+        "# Full profile; the `# quick:` values are what CI runs.",
         'DATASET = "mnist"          # "mnist" or "digits"',
-        "STEPS = 30_000             # smoke: 15_000",
-        "LR = 1e-3  # smoke: 3e-3",
-        "N_SWEEP = [5, 10, 20]   # smoke: [5, 20]",
-        'NAME = "a"  #smoke:"b c"',
+        "STEPS = 30_000             # quick: 15_000",
+        "LR = 1e-3  # quick: 3e-3",
+        "N_SWEEP = [5, 10, 20]   # quick: [5, 20]",
+        'NAME = "a"  #quick:"b c"',
         "WIDTH = 100",
         "SEED = 0  # the seed",
     ])
-    path = _notebook(tmp_path / "nb.ipynb", src, other_cells=["Y = 1  # smoke: 2"])
-    assert execute.smoke_parameters(path) == {"STEPS": 15_000, "LR": 3e-3, "N_SWEEP": [5, 20], "NAME": "b c"}
+    path = _notebook(tmp_path / "nb.ipynb", src, other_cells=["Y = 1  # quick: 2"])
+    assert execute.quick_parameters(path) == {"STEPS": 15_000, "LR": 3e-3, "N_SWEEP": [5, 20], "NAME": "b c"}
 
 
-def test_smoke_parameters_needs_a_parameters_cell(tmp_path):
+def test_quick_parameters_needs_a_parameters_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_code_cell("STEPS = 3  # smoke: 1"))
+    nb.cells.append(nbformat.v4.new_code_cell("STEPS = 3  # quick: 1"))
     nbformat.write(nb, str(tmp_path / "nb.ipynb"))
     with pytest.raises(ValueError, match="parameters"):
-        execute.smoke_parameters(tmp_path / "nb.ipynb")
+        execute.quick_parameters(tmp_path / "nb.ipynb")
 
 
 def test_default_parameters_and_torch_threads(tmp_path, monkeypatch):
-    path = _notebook(tmp_path / "nb.ipynb", "STEPS = 30_000  # smoke: 10\nTHREADS = 2  # smoke: 1\nNAME = 'x'")
+    path = _notebook(tmp_path / "nb.ipynb", "STEPS = 30_000  # quick: 10\nTHREADS = 2  # quick: 1\nNAME = 'x'")
     defaults = execute.default_parameters(path)
     assert defaults == {"STEPS": 30_000, "THREADS": 2, "NAME": "x"}
     monkeypatch.delenv("REPLIB_THREADS", raising=False)
@@ -61,10 +61,10 @@ def test_record_timings_merges_and_keeps_old_entries(tmp_path):
     assert isinstance(env["machine"]["gpu"], str)  # a GPU's name, or "none"
     assert list(env["versions"]) == ["python", *execute.VERSIONED]
     assert env["versions"]["torch"].startswith("2.13.0") and env["versions"]["papermill"] != "not installed"
-    execute.record_timings(tmp_path, {"02_b": {"seconds": 1.5, "profile": "smoke", **env}})
+    execute.record_timings(tmp_path, {"02_b": {"seconds": 1.5, "profile": "quick", **env}})
     log = json.loads((tmp_path / "timings.json").read_text())
     assert log["01_a"] == {"seconds": 3.0, "profile": "full"}
-    assert log["02_b"]["profile"] == "smoke" and log["02_b"]["versions"] == env["versions"]
+    assert log["02_b"]["profile"] == "quick" and log["02_b"]["versions"] == env["versions"]
 
 
 def test_find_notebooks():
@@ -83,11 +83,11 @@ def test_real_notebook_parameters(path):
     cell = execute.parameters_cell(nbformat.read(path, as_version=4))
     full = {}
     exec(cell.source, {}, full)  # the cell is plain assignments of literals
-    smoke = execute.smoke_parameters(path)
-    # every assignment line that carries a smoke comment was understood
-    tagged = [line for line in cell.source.splitlines() if "smoke:" in line and not line.lstrip().startswith("#")]
-    assert len(smoke) == len(tagged)
-    for name, value in smoke.items():
+    quick = execute.quick_parameters(path)
+    # every assignment line that carries a quick comment was understood
+    tagged = [line for line in cell.source.splitlines() if "quick:" in line and not line.lstrip().startswith("#")]
+    assert len(quick) == len(tagged)
+    for name, value in quick.items():
         assert name in full, name
         assert type(value) is type(full[name]), (name, value, full[name])
         if isinstance(value, list):

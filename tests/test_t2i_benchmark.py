@@ -169,7 +169,7 @@ def test_unconditional_copies_counts_generations_that_copy_a_duplicated_pair(set
 def test_notebook07_reads_notebook06s_model_settings():
     from replib.execute import notebook_parameters
 
-    for profile in ("full", "smoke"):
+    for profile in ("full", "quick"):
         p06 = notebook_parameters("06", profile)
         for reader in ("07", "11"):  # 07 steers 06's model of its profile, 11 measures it again
             assert notebook_parameters(reader, profile)["MODEL_PROFILE"] == profile

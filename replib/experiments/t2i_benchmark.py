@@ -139,7 +139,7 @@ def benchmark_settings(p06: dict) -> dict:
 
 
 def notebook06_model(profile: str, tokenizer, device="cpu"):
-    """Notebook 06's main model at `profile` ("full" or "smoke"), built from 06's own parameters cell, so notebook 07
+    """Notebook 06's main model at `profile` ("full" or "quick"), built from 06's own parameters cell, so notebook 07
     steers the very model 06 trained (the same checkpoint) and a change to 06's model needs no edit in 07.
     Returns (distinct pairs, training set, is_duplicated, model)."""
     from ..execute import notebook_parameters

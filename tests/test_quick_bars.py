@@ -1,21 +1,21 @@
 """Every bar a notebook asserts, at both profiles, fails for an untrained model: the falsifiability check of the
-issue "smoke thresholds that still mean something". The bars are read from the notebooks' parameters cells, the
+issue "quick thresholds that still mean something". The bars are read from the notebooks' parameters cells, the
 statistics computed the way the notebooks compute them, on models that learnt nothing (no training: fast)."""
 import numpy as np
 import pytest
 import torch
 
 from replib.data import digits, glyphs
-from replib.execute import NOTEBOOKS, default_parameters, smoke_parameters
+from replib.execute import NOTEBOOKS, default_parameters, quick_parameters
 from replib.models.unets import sample_ddim, small_unet
 from replib.probes import detection, metrics, steering
 
 
 def bars(prefix: str) -> list[dict]:
-    """The full and the smoke parameters of notebook `prefix`."""
+    """The full and the quick parameters of notebook `prefix`."""
     path = next(NOTEBOOKS.glob(f"{prefix}_*.ipynb"))
     full = default_parameters(path)
-    return [full, {**full, **smoke_parameters(path)}]
+    return [full, {**full, **quick_parameters(path)}]
 
 
 def test_05_untrained_unet_fails_the_memorization_bars():
@@ -45,15 +45,15 @@ def untrained_t2i():
 
 
 def test_06_untrained_text_to_image_model_fails_every_bar(untrained_t2i):
-    """Notebook 06's smoke set-up (2 duplicated captions x 16 seeds, N_NEGATIVES captions seen once) on an untrained
+    """Notebook 06's quick set-up (2 duplicated captions x 16 seeds, N_NEGATIVES captions seen once) on an untrained
     model: nothing is copied (MIN_COPIED), no caption is followed beyond chance (FOLLOW_BARS), and the paper's
     detector does not separate the groups (MIN_AUROC)."""
     from replib.experiments import t2i_benchmark
 
-    smoke = bars("06")[1]
-    distinct, _, is_dup = t2i_benchmark.Mix(smoke["N_DISTINCT"], smoke["N_DUPLICATED"], 2, 1).glyphs(16, seed=0)
-    groups = t2i_benchmark.generate_groups(untrained_t2i, distinct, is_dup, smoke["SEEDS_PER_PROMPT"],
-                                           smoke["N_NEGATIVES"], steps=25, guidance=3.0, seed=0)
+    quick = bars("06")[1]
+    distinct, _, is_dup = t2i_benchmark.Mix(quick["N_DISTINCT"], quick["N_DUPLICATED"], 2, 1).glyphs(16, seed=0)
+    groups = t2i_benchmark.generate_groups(untrained_t2i, distinct, is_dup, quick["SEEDS_PER_PROMPT"],
+                                           quick["N_NEGATIVES"], steps=25, guidance=3.0, seed=0)
     labels, rows = groups.labels, groups.rows
     follows = glyphs.caption_agreement(groups.gen.images[labels == 0],
                                        distinct.attributes.iloc[rows[labels == 0]].reset_index(drop=True)).mean()
