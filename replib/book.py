@@ -1,8 +1,10 @@
 """Assemble and build the jupyter-book (1.x) over the executed notebooks, offline and warning-free (-W), then check it.
 
     python -m replib.book --notebooks build/notebooks --out build/book
-The sources (book/_config.yml, book/intro.md) are copied next to the executed notebooks; the table of contents lists
-the notebooks in their numbered order and, last, an execution-statistics page written from `timings.json` (wall time,
+The sources (book/_config.yml, intro.md and the course pages: instructor's guide, notation, glossary, notes for
+researchers) are copied next to the executed notebooks; the guide's table of lesson times is written from
+`notebooks/measured_times.json` (`replib.course`). The table of contents lists the notebooks in their numbered order,
+then the course pages and, last, an execution-statistics page written from `timings.json` (wall time,
 machine, date and versions of each notebook's last run, as in the QuantEcon lectures). The HTML lands in
 OUT/_build/html, and the build fails unless every notebook has its page with all its figures, no page shows a
 traceback, and no page needs a script from the network (MathJax is shipped with the book by `sphinx-mathjax-offline`).
@@ -21,8 +23,12 @@ from typing import Any
 
 import nbformat
 
+from . import course
+
 ROOT = Path(__file__).resolve().parents[1]
 STATS_PAGE = "execution_statistics"
+COURSE_PAGES = ("instructor", "notation", "glossary", "researchers")  # book/NAME.md, after the lessons
+TIMES_MARKER = "<!-- measured times -->"
 
 
 def expected_notebooks() -> list[str]:
@@ -30,10 +36,12 @@ def expected_notebooks() -> list[str]:
     return sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def assemble(notebooks: Path, out: Path, expected: list[str] | None = None) -> list[str]:
+def assemble(notebooks: Path, out: Path, expected: list[str] | None = None,
+             pages: tuple[str, ...] = COURSE_PAGES) -> list[str]:
     """Copy the book sources and the executed notebooks into `out`, write the statistics page and the toc.
 
-    `expected` names the notebooks that must be there (default: all of notebooks/; the tests pass their own).
+    `expected` names the notebooks that must be there (default: all of notebooks/; the tests pass their own), `pages`
+    the course pages (they link the kit's lessons, so a book of other notebooks leaves them out).
     """
     executed = sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))
     expected = expected_notebooks() if expected is None else expected
@@ -43,16 +51,26 @@ def assemble(notebooks: Path, out: Path, expected: list[str] | None = None) -> l
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for name in ("_config.yml", "intro.md"):
+    for name in ("_config.yml", "intro.md", *(f"{page}.md" for page in pages)):
         shutil.copy(ROOT / "book" / name, out / name)
+    guide = out / "instructor.md"  # the times come from the measured log, never typed
+    if guide.exists():
+        guide.write_text(guide.read_text().replace(TIMES_MARKER, course.times_table()))
     for nb in executed:
         shutil.copy(nb, out / nb.name)
     log = notebooks / "timings.json"
     timings = json.loads(log.read_text()) if log.exists() else {}
     (out / f"{STATS_PAGE}.md").write_text(statistics_page(timings, [nb.stem for nb in executed]))
-    chapters = "\n".join(f"  - file: {name}" for name in [nb.stem for nb in executed] + [STATS_PAGE])
-    (out / "_toc.yml").write_text(f"format: jb-book\nroot: intro\nchapters:\n{chapters}\n")
+    (out / "_toc.yml").write_text(toc([nb.stem for nb in executed], pages))
     return [nb.stem for nb in executed]
+
+
+def toc(lessons: list[str], pages: tuple[str, ...] = COURSE_PAGES) -> str:
+    """The table of contents: the lessons in order, then the pages for instructors and researchers."""
+    def part(caption: str, files: list[str]) -> str:
+        return f"  - caption: {caption}\n    chapters:\n" + "".join(f"      - file: {f}\n" for f in files)
+    return ("format: jb-book\nroot: intro\nparts:\n" + part("Lessons", lessons)
+            + part("Course", [*pages, STATS_PAGE]))
 
 
 # ---- the execution-statistics page -------------------------------------------------------------------------------
@@ -147,7 +165,7 @@ def _local(page: Path, src: str) -> Path:
     return page.parent / src.split("?")[0].split("#")[0]
 
 
-def check_html(html: Path, notebooks: list[Path]) -> list[str]:
+def check_html(html: Path, notebooks: list[Path], pages: tuple[str, ...] = COURSE_PAGES) -> list[str]:
     """What is wrong with the built book, one message per problem naming the page; empty when all is well."""
     problems = []
     for nb in notebooks:
@@ -163,8 +181,9 @@ def check_html(html: Path, notebooks: list[Path]) -> list[str]:
         for src in images:
             if not src.startswith("data:") and not _REMOTE.match(src) and not _local(page, src).exists():
                 problems.append(f"{page.name}: shows {src}, which is not in the built book")
-    if not (html / f"{STATS_PAGE}.html").exists():
-        problems.append(f"no page {STATS_PAGE}.html in the book")
+    for name in (*pages, STATS_PAGE):
+        if not (html / f"{name}.html").exists():
+            problems.append(f"no page {name}.html in the book")
     for page in sorted(p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts):
         text, name = page.read_text(errors="replace"), page.relative_to(html)
         if "Traceback (most recent call last)" in text or 'class="output traceback' in text:
@@ -180,13 +199,14 @@ def check_html(html: Path, notebooks: list[Path]) -> list[str]:
     return problems
 
 
-def build(notebooks: Path, out: Path, expected: list[str] | None = None) -> Path:
+def build(notebooks: Path, out: Path, expected: list[str] | None = None,
+          pages: tuple[str, ...] = COURSE_PAGES) -> Path:
     """Assemble, build the HTML (warnings are errors) and check it; exit with the list of problems if any."""
-    names = assemble(notebooks, out, expected)
+    names = assemble(notebooks, out, expected, pages)
     jb = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([str(jb), "build", str(out), "--builder", "html", "-W", "-n", "--keep-going"], check=True)
     html = out / "_build" / "html"
-    problems = check_html(html, [out / f"{name}.ipynb" for name in names])
+    problems = check_html(html, [out / f"{name}.ipynb" for name in names], pages)
     if problems:
         raise SystemExit("the built book has problems:\n  " + "\n  ".join(problems))
     print(f"book: {html / 'index.html'}")

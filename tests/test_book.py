@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from replib import book, execute
+from replib import book, course, execute
 
 
 def _png() -> str:
@@ -55,7 +55,8 @@ def built(tmp_path_factory):
                      "torch_threads": 2, **env},
         "02_beta": {"seconds": 8.3, "profile": "quick"},  # an entry from before machines were recorded
     }))
-    index = book.build(src, tmp / "out", expected=["01_alpha.ipynb", "02_beta.ipynb"])
+    # no course pages: they link the kit's real lessons, which this tiny book does not have
+    index = book.build(src, tmp / "out", expected=["01_alpha.ipynb", "02_beta.ipynb"], pages=())
     return index.parent, env
 
 
@@ -80,13 +81,13 @@ def test_no_page_needs_the_network_and_mathjax_is_local(built):
     assert (html / mathjax[0]).is_file()
     for page in (p for p in html.rglob("*.html") if "_static" not in p.parts):
         assert not re.search(r'<script[^>]*src="(https?:)?//', page.read_text()), page
-    assert book.check_html(html, []) == []
+    assert book.check_html(html, [], pages=()) == []
 
 
 def test_an_error_output_fails_the_build_naming_the_page(tmp_path):
     _executed(tmp_path / "01_broken.ipynb", "01 · Broken", error=True)
     with pytest.raises(SystemExit, match=r"01_broken\.html: shows a Python traceback"):
-        book.build(tmp_path, tmp_path / "out", expected=["01_broken.ipynb"])
+        book.build(tmp_path, tmp_path / "out", expected=["01_broken.ipynb"], pages=())
 
 
 def test_a_missing_figure_is_caught(built, tmp_path):
@@ -95,13 +96,14 @@ def test_a_missing_figure_is_caught(built, tmp_path):
     nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg/>"}))
     nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"text/html": "<b>t</b>", "image/png": PNG}))
     nbformat.write(nb, str(tmp_path / "01_alpha.ipynb"))  # the page shows one image; this notebook has two figures
-    assert book.check_html(html, [tmp_path / "01_alpha.ipynb"]) == [
+    assert book.check_html(html, [tmp_path / "01_alpha.ipynb"], pages=()) == [
         "01_alpha.html: 1 images, but the executed notebook has 2 figure outputs"]
-    assert "no page 03_gamma.html" in book.check_html(html, [tmp_path / "03_gamma.ipynb"])[0]
+    assert "no page 03_gamma.html" in book.check_html(html, [tmp_path / "03_gamma.ipynb"], pages=())[0]
     for image in (html / "_images").iterdir():  # the page links a figure that the build did not copy
         image.rename(tmp_path / image.name)
     try:
-        assert "01_alpha.html: shows _images/" in book.check_html(html, [html.parents[1] / "01_alpha.ipynb"])[0]
+        problems = book.check_html(html, [html.parents[1] / "01_alpha.ipynb"], pages=())
+        assert "01_alpha.html: shows _images/" in problems[0]
     finally:
         for image in tmp_path.glob("*.png"):
             image.rename(html / "_images" / image.name)
@@ -131,3 +133,16 @@ def test_statistics_page_one_column_per_machine():
     assert rows["[02_b](02_b.ipynb)"].endswith("| B |") and rows["[03_c](03_c.ipynb)"].endswith("| A |")
     assert "no timing recorded" in rows["[04_d](04_d.ipynb)"]
     assert "| GPU | none | NVIDIA H200 |" in page and "| torch | 2.13.0 | 2.13.0 |" in page
+
+
+def test_course_pages_follow_the_lessons_and_the_guide_shows_measured_times(tmp_path):
+    _executed(tmp_path / "01_alpha.ipynb", "01 · Alpha")
+    out = tmp_path / "out"
+    book.assemble(tmp_path, out, expected=["01_alpha.ipynb"])
+    toc = (out / "_toc.yml").read_text()
+    assert toc.index("01_alpha") < toc.index("instructor") < toc.index("execution_statistics")
+    for page in book.COURSE_PAGES:
+        assert (out / f"{page}.md").exists() and f"file: {page}" in toc
+    guide = (out / "instructor.md").read_text()
+    assert book.TIMES_MARKER not in guide and course.times_table() in guide
+    assert "| `05_unet_digits` |" in guide
