@@ -16,7 +16,9 @@ infrastructure session: `setup`, devices (every notebook) · params (every param
                notebook) · widgets (02, 05, 07, 09, 10) · files and checkpoints (the cache, atomic writes; every
                training) · hub (08, 09) · execute (runs the notebooks; 07 and 11 read 06's parameters) · book ·
                speed (02, benchmarks/) · score (08, and `python -m replib.score`) · cache (checkpoint packs:
-               `python -m replib.cache`) · machine (the CPU's name, for the record)
+               `python -m replib.cache`) · machine (the CPU's name, for the record) · course (each lesson's
+               measured time, prose rendered from the run; every notebook) · exercises (the learners' exercises and
+               their checks)
 
 Heavy libraries (diffusers, transformers) are imported only by the modules that need them.
 """

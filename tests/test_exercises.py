@@ -1,0 +1,176 @@
+"""Every exercise check passes the right answer and fails a stub, zeros, and the plausible wrong answers a learner
+would write (each named), in under a second."""
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from scipy.special import digamma, gammaln
+
+from replib import exercises
+from replib.exercises import ExerciseFailed
+from replib.probes.detection import noise_for
+
+
+# ---- right answers, as a learner would write them ---------------------------------------------------------------
+
+def stored_scale(x, sigma, lam, halve=True, fourth=False):
+    n, sq = len(x), x.pow(2).sum(1)
+    den = x.pow(4).sum(1) if fourth else sq**2
+    return ((sq - n * lam / (2 if halve else 1)).clamp_min(0) / (den + sigma**2 * sq)).sqrt()
+
+
+def margin(x, sigma, by_row=False, with_sigma=True):
+    g = x @ x.T
+    norms = x.norm(dim=1)
+    return g / ((sigma if with_sigma else 1) * (norms[:, None] if by_row else norms[None, :]))
+
+
+def spikiness(h, unbiased=False, root=True):
+    p = h.shape[1]
+    return h.std(1, unbiased=unbiased) / (h.mean(1) * ((p - 1) ** 0.5 if root else 1))
+
+
+def is_copy(samples, train, rule="ratio"):
+    d = torch.cdist(samples.flatten(1), train.flatten(1)).topk(2, largest=False).values
+    if rule == "absolute":
+        return d[:, 0] < 1 / 3
+    if rule == "inverted":
+        return d[:, 1] / d[:, 0] < 1 / 3
+    return d[:, 0] / d[:, 1] < 1 / 3
+
+
+def detector_score(unet, x0, layer, seed, call=-1, pool="max", spread="std"):
+    calls = []
+    handle = dict(unet.named_modules())[layer].register_forward_hook(lambda m, i, o: calls.append(o))
+    t = torch.full((len(x0),), 10)
+    try:
+        unet(DDPMScheduler().add_noise(x0, noise_for(x0.shape, seed), t), t)
+    finally:
+        handle.remove()
+    out = calls[call]
+    v = out.amax(dim=(2, 3)) if pool == "max" else out.mean(dim=(2, 3))
+    return v.var(1, unbiased=False) if spread == "var" else v.std(1, unbiased=spread == "unbiased")
+
+
+def tpr(scores, labels, strict=True, of="negatives"):
+    ref = scores[labels == 0] if of == "negatives" else scores
+    thr = np.percentile(ref, 99)
+    pos = scores[labels == 1]
+    return float((pos > thr).mean() if strict else (pos >= thr).mean())
+
+
+def entropy(x, with_volume=True, guard=1e-10):
+    x = x.double().flatten(1)
+    n, d = x.shape
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    dist.fill_diagonal_(float("inf"))
+    delta = dist.min(1).values + guard
+    log_v = d / 2 * math.log(math.pi) - gammaln(d / 2 + 1) if with_volume else 0.0
+    return float(digamma(n) - digamma(1) + log_v + d * torch.log(delta).mean())
+
+
+def greedy(pool, n, seed, farthest=True):
+    x = pool.double().flatten(1)
+    chosen = [int(torch.randint(len(x), (1,), generator=torch.Generator().manual_seed(seed)))]
+    gap = torch.cdist(x, x[chosen[0]:chosen[0] + 1]).squeeze(1)
+    for _ in range(n - 1):
+        if farthest:
+            nxt = int(gap.argmax())
+        else:  # nearest not-yet-chosen
+            masked = gap.clone()
+            masked[chosen] = float("inf")
+            nxt = int(masked.argmin())
+        chosen.append(nxt)
+        gap = torch.minimum(gap, torch.cdist(x, x[nxt:nxt + 1]).squeeze(1))
+    return torch.tensor(chosen)
+
+
+RIGHT = {"01.1": stored_scale, "01.2": margin, "02.1": spikiness, "05.1": is_copy, "05.2": detector_score,
+         "06.1": tpr, "10.1": entropy, "10.2": greedy}
+
+WRONG = {  # exercise: {what a learner might write: answer}
+    "01.1": {"n·lambda for n·lambda/2": lambda x, s, l: stored_scale(x, s, l, halve=False),
+             "the 4th powers of the entries for ||x||^4": lambda x, s, l: stored_scale(x, s, l, fourth=True),
+             "r squared": lambda x, s, l: stored_scale(x, s, l) ** 2},
+    "01.2": {"divided by ||x_i|| (rows) for ||x_j||": lambda x, s: margin(x, s, by_row=True),
+             "without sigma": lambda x, s: margin(x, s, with_sigma=False)},
+    "02.1": {"the unbiased std": lambda h: spikiness(h, unbiased=True),
+             "without sqrt(p - 1)": lambda h: spikiness(h, root=False)},
+    "05.1": {"d1 < 1/3 alone": lambda s, t: is_copy(s, t, "absolute"),
+             "d2/d1 for d1/d2": lambda s, t: is_copy(s, t, "inverted")},
+    "05.2": {"the layer's first call": lambda u, x, l, s: detector_score(u, x, l, s, call=0),
+             "mean pooling": lambda u, x, l, s: detector_score(u, x, l, s, pool="mean"),
+             "the variance": lambda u, x, l, s: detector_score(u, x, l, s, spread="var"),
+             "the unbiased std": lambda u, x, l, s: detector_score(u, x, l, s, spread="unbiased")},
+    "06.1": {">= for >": lambda s, y: tpr(s, y, strict=False),
+             "the percentile of every score": lambda s, y: tpr(s, y, of="all")},
+    "10.1": {"without log V_d": lambda x: entropy(x, with_volume=False),
+             "without the guard": lambda x: entropy(x, guard=0.0)},
+    "10.2": {"a random selection": lambda p, n, s: torch.randperm(len(p), generator=torch.Generator().manual_seed(s))[:n],
+             "the nearest instead of the farthest": lambda p, n, s: greedy(p, n, s, farthest=False)},
+}
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError("Exercise: not done yet")
+
+
+ZEROS = {"05.2": lambda unet, x0, layer, seed: torch.zeros(len(x0)), "06.1": lambda s, y: 0.0,
+         "10.1": lambda x: 0.0}
+
+
+def zeros(id):
+    return ZEROS.get(id, lambda first, *rest: torch.zeros(len(first)))
+
+
+def test_every_exercise_is_covered_here():
+    assert set(RIGHT) == set(exercises.EXERCISES) == set(WRONG)
+
+
+@pytest.mark.parametrize("id", sorted(exercises.EXERCISES))
+def test_the_right_answer_passes_in_under_a_second(id, capsys):
+    exercises.check(id, RIGHT[id])  # the first call may import diffusers or scipy, which a notebook has done already
+    start = time.perf_counter()
+    exercises.check(id, RIGHT[id])
+    assert time.perf_counter() - start < 1.0
+    assert f"✓ Exercise {id}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("id", sorted(exercises.EXERCISES))
+def test_a_stub_raises_its_own_error(id):
+    with pytest.raises(NotImplementedError, match="not done yet"):
+        exercises.check(id, stub)
+
+
+@pytest.mark.parametrize("id", sorted(exercises.EXERCISES))
+def test_zeros_fail(id):
+    with pytest.raises(ExerciseFailed, match=f"Exercise {id}"):
+        exercises.check(id, zeros(id))
+
+
+@pytest.mark.parametrize("id, name", [(i, name) for i, wrong in sorted(WRONG.items()) for name in wrong])
+def test_a_plausible_wrong_answer_fails(id, name):
+    with pytest.raises(ExerciseFailed, match=f"Exercise {id}"):
+        exercises.check(id, WRONG[id][name])
+
+
+def test_messages_say_what_is_wrong_without_the_answer():
+    with pytest.raises(ExerciseFailed, match=r"off by the same factor") as failed:
+        exercises.check("02.1", lambda h: spikiness(h, unbiased=True))
+    assert "hint" in str(failed.value)
+    with pytest.raises(ExerciseFailed, match=r"shape \(3, 1\), expected \(3,\)"):
+        exercises.check("02.1", lambda h: spikiness(h)[:, None])
+    with pytest.raises(ExerciseFailed, match="returned None"):
+        exercises.check("02.1", lambda h: None)
+    with pytest.raises(KeyError, match="02.1"):
+        exercises.check("99.9", spikiness)
+
+
+def test_checks_also_run_on_the_notebooks_objects():
+    h = torch.rand(4, 20)
+    exercises.check("02.1", spikiness, h=h)
+    with pytest.raises(ExerciseFailed, match="the notebook's representations"):
+        exercises.check("02.1", lambda hs: spikiness(hs) if hs is not h else spikiness(hs) + 1, h=h)
