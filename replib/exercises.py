@@ -265,6 +265,46 @@ def _check_tpr(answer, scores=None, labels=None):
         compare(scalar(answer(s, y), case), detection_summary(s, y)["TPR@1%FPR"], case, rtol=0, atol=1e-9)
 
 
+@_exercise("06.2", "Wen et al.'s first-step norm",
+           "With classifier-free guidance the UNet predicts the noise for a batch `[unconditional; conditional]`: "
+           "`eps` has shape `(2n, C, H, W)`, the first `n` rows without the caption, the last `n` with it. Write "
+           r"`wen_norm(eps)` that returns, per caption, $\lVert\varepsilon_\text{cond}-\varepsilon_\text{uncond}"
+           r"\rVert_2$ over all of its pixels (Wen et al., ICLR 2024). The guidance scale plays no part.",
+           "`eps.chunk(2)` splits the batch into its two halves; `.flatten(1).norm(dim=1)` is the norm per row.")
+def _check_wen(answer, eps=None):
+    from .probes.detection import guidance_norms
+
+    cases = [("a batch of 4 captions, 3x8x8 predictions", _random((8, 3, 8, 8), 14))]
+    if eps is not None:
+        cases.append(("the notebook's first-step prediction", eps))
+    for case, e in cases:
+        compare(answer(e), guidance_norms(e), case)
+
+
+# ---- 07 --------------------------------------------------------------------------------------------------------------
+
+@_exercise("07.1", "a steering push",
+           r"Steering adds $\gamma v$ to a block's output, $v$ holding one value per channel. With guidance the "
+           "batch is `[unconditional; conditional]`. Write `push(out, v, gamma)` for `out` of shape "
+           "`(2n, C, H, W)` and `v` of shape `(C,)` that returns a new tensor: the conditional half with "
+           r"$\gamma v_c$ added at every position of channel $c$, the unconditional half unchanged.",
+           "`v.view(1, -1, 1, 1)` broadcasts over the batch and the positions; `out.clone()` first, then add to "
+           "`[n:]`.")
+def _check_push(answer, out=None, vector=None, gamma=None):
+    from .probes.steering import push
+
+    cases = [("a batch of 2 x 3 outputs with 4 channels of 5x5", _random((6, 4, 5, 5), 15),
+              torch.tensor([1.0, -2.0, 0.5, 3.0]), 0.7)]
+    if out is not None:
+        cases.append(("the notebook's block output", out, vector, gamma))
+    for case, o, v, g in cases:
+        before = o.clone()
+        got = answer(o, v, g)
+        if not torch.equal(o, before):
+            raise ExerciseFailed(f"on {case} the answer changed the block's output in place; return a new tensor")
+        compare(got, push(o, v, g), case)
+
+
 # ---- 10 --------------------------------------------------------------------------------------------------------------
 
 @_exercise("10.1", "the Kozachenko–Leonenko entropy",

@@ -88,8 +88,32 @@ def greedy(pool, n, seed, farthest=True):
     return torch.tensor(chosen)
 
 
+def wen_norm(eps, guidance=None, half="cond-uncond"):
+    uncond, cond = eps.chunk(2)
+    diff = cond if half == "cond" else cond - uncond
+    return (diff * (guidance or 1)).flatten(1).norm(dim=1)
+
+
+def push(out, v, gamma, halves="cond", axis="channel"):
+    shifted = out.clone()
+    vv = v.view(1, -1, 1, 1) if axis == "channel" else v
+    n = len(out) // 2
+    if halves == "cond":
+        shifted[n:] = shifted[n:] + gamma * vv
+    elif halves == "uncond":
+        shifted[:n] = shifted[:n] + gamma * vv
+    else:
+        shifted = shifted + gamma * vv
+    return shifted
+
+
+def push_in_place(out, v, gamma):
+    out[len(out) // 2:] += gamma * v.view(1, -1, 1, 1)
+    return out
+
+
 RIGHT = {"01.1": stored_scale, "01.2": margin, "02.1": spikiness, "05.1": is_copy, "05.2": detector_score,
-         "06.1": tpr, "10.1": entropy, "10.2": greedy}
+         "06.1": tpr, "06.2": wen_norm, "07.1": push, "10.1": entropy, "10.2": greedy}
 
 WRONG = {  # exercise: {what a learner might write: answer}
     "01.1": {"n·lambda for n·lambda/2": lambda x, s, l: stored_scale(x, s, l, halve=False),
@@ -107,6 +131,11 @@ WRONG = {  # exercise: {what a learner might write: answer}
              "the unbiased std": lambda u, x, l, s: detector_score(u, x, l, s, spread="unbiased")},
     "06.1": {">= for >": lambda s, y: tpr(s, y, strict=False),
              "the percentile of every score": lambda s, y: tpr(s, y, of="all")},
+    "06.2": {"the guided difference (scale 7.5)": lambda e: wen_norm(e, guidance=7.5),
+             "the conditional prediction alone": lambda e: wen_norm(e, half="cond")},
+    "07.1": {"both halves pushed": lambda o, v, g: push(o, v, g, halves="both"),
+             "the unconditional half pushed": lambda o, v, g: push(o, v, g, halves="uncond"),
+             "in place": push_in_place},
     "10.1": {"without log V_d": lambda x: entropy(x, with_volume=False),
              "without the guard": lambda x: entropy(x, guard=0.0)},
     "10.2": {"a random selection": lambda p, n, s: torch.randperm(len(p), generator=torch.Generator().manual_seed(s))[:n],
@@ -119,6 +148,7 @@ def stub(*args, **kwargs):
 
 
 ZEROS = {"05.2": lambda unet, x0, layer, seed: torch.zeros(len(x0)), "06.1": lambda s, y: 0.0,
+         "06.2": lambda e: torch.zeros(len(e) // 2), "07.1": lambda o, v, g: torch.zeros_like(o),
          "10.1": lambda x: 0.0}
 
 

@@ -130,8 +130,7 @@ class GuidanceRecorder:
 
     def hook(self, _module, _inputs, output):
         eps = output[0] if isinstance(output, (tuple, list)) else output.sample
-        uncond, cond = eps.float().chunk(2)
-        self.calls.append((cond - uncond).flatten(1).norm(dim=1).cpu())
+        self.calls.append(guidance_norms(eps).cpu())
 
     def scores(self, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """(first-step norms, norms averaged over all steps) for generations run in batches of `steps` calls each."""
@@ -140,6 +139,14 @@ class GuidanceRecorder:
         blocks = [torch.stack(self.calls[i:i + steps]) for i in range(0, len(self.calls), steps)]
         per_step = torch.cat(blocks, dim=1)  # (steps, n)
         return per_step[0].numpy(), per_step.mean(0).numpy()
+
+
+def guidance_norms(eps: torch.Tensor) -> torch.Tensor:
+    """Wen et al.'s quantity for one guided UNet call: eps is the noise prediction of the batch
+    [unconditional; conditional] (2n, ...), the result ||eps_cond - eps_uncond||_2 per prompt (n,). Not scaled by
+    the guidance: the text's pull on the prediction, whatever the sampler does with it."""
+    uncond, cond = eps.float().chunk(2)
+    return (cond - uncond).flatten(1).norm(dim=1)
 
 
 @contextmanager

@@ -54,6 +54,17 @@ def concept_direction(concept: dict[str, torch.Tensor], baseline: dict[str, torc
     return {name: concept[name] - baseline[name] for name in concept}
 
 
+def push(out: torch.Tensor, vector: torch.Tensor, alpha: float, conditional_only: bool = True) -> torch.Tensor:
+    """A block's output (batch, channels, ...) with alpha * vector added to every position of each channel; with
+    classifier-free guidance (an even batch [unconditional; conditional]) and `conditional_only`, to the conditional
+    half only. A new tensor: the output itself is left as it was."""
+    v = vector.to(out.device, out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
+    shifted = out.clone()
+    half = len(out) // 2 if conditional_only and len(out) % 2 == 0 else 0
+    shifted[half:] = shifted[half:] + alpha * v
+    return shifted
+
+
 @contextmanager
 def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int, int] | None = None,
           conditional_only: bool = True) -> Iterator[dict]:
@@ -86,10 +97,7 @@ def steer(pipe, vectors: dict[str, torch.Tensor], alpha: float, steps: tuple[int
             if alpha == 0 or (steps is not None and not steps[0] <= state["step"] <= steps[1]):
                 return None
             out = output[0] if isinstance(output, tuple) else output
-            v = vectors[name].to(out.device, out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
-            shifted = out.clone()
-            half = len(out) // 2 if conditional_only and len(out) % 2 == 0 else 0
-            shifted[half:] = shifted[half:] + alpha * v
+            shifted = push(out, vectors[name], alpha, conditional_only)
             return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
         return hook
 
