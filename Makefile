@@ -7,7 +7,7 @@ BUILD ?= build
 export REPLIB_STATIC := 1
 export TRANSFORMERS_VERBOSITY := error
 export HF_HUB_OFFLINE := 1
-.PHONY: all env notebooks book test clean
+.PHONY: all env notebooks book test student clean
 
 all: notebooks book
 
@@ -47,6 +47,10 @@ test: env
 	$(PY) -m replib.execute --profile quick --prepare-only --out $(BUILD)/quick
 	REPLIB_CACHE=$(abspath $(BUILD))/quick-cache $(PY) -m pytest tests $(BUILD)/quick -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+
+# Student versions of the notebooks: every exercise's solution replaced by a stub that raises NotImplementedError.
+student: env
+	$(PY) -m replib.exercises student --out $(BUILD)/student
 
 clean:
 	rm -rf $(BUILD)

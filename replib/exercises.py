@@ -12,11 +12,17 @@ In a notebook:
 
 A failed check raises `ExerciseFailed` naming the case that fails and how (shape, a constant factor, which entries),
 so a wrong answer cannot pass silently; a stub that raises `NotImplementedError` propagates unchanged.
+
+The solution in a notebook sits between nbgrader's `### BEGIN SOLUTION` / `### END SOLUTION` lines;
+`python -m replib.exercises student` writes the student versions (build/student/), each region replaced by
+`raise NotImplementedError("Exercise NN.M: title")`.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -352,3 +358,84 @@ def _check_greedy(answer, pool=None, n=None, seed=0):
         if got != want:
             first = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
             raise ExerciseFailed(f"on {case} pick {first + 1} of {k} is not the farthest remaining sample")
+
+
+# ---- student versions ---------------------------------------------------------------------------------------------
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"   # nbgrader's markers, so nbgrader can take the notebooks as is
+_CHECK_ID = re.compile(r"""exercises\.check\(\s*["'](\d\d\.\d+)["']""")
+
+
+def stub_solutions(source: str) -> tuple[str, list[str]]:
+    """`source` with every solution region (the marker lines included) replaced by a line that raises
+    NotImplementedError("Exercise NN.M: title"), indented like the region's first marker; and the ids stubbed.
+    The id comes from the cell's `exercises.check("NN.M", ...)` call."""
+    if BEGIN not in source and END not in source:
+        return source, []
+    ids = _CHECK_ID.findall(source)
+    if len(set(ids)) != 1:
+        raise ValueError(f"a cell with a solution region must check exactly one exercise; it checks {ids or 'none'}:\n"
+                         f"{source[:200]}")
+    ex = _get(ids[0])
+    out, inside, indent = [], False, ""
+    for line in source.splitlines():
+        if line.strip() == BEGIN:
+            if inside:
+                raise ValueError(f"exercise {ex.id}: {BEGIN} inside a solution region")
+            inside, indent = True, line[: len(line) - len(line.lstrip())]
+            out.append(f'{indent}raise NotImplementedError("Exercise {ex.id}: {ex.title}")')
+        elif line.strip() == END:
+            if not inside:
+                raise ValueError(f"exercise {ex.id}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"exercise {ex.id}: {BEGIN} without {END}")
+    return "\n".join(out), [ex.id]
+
+
+def student_notebook(path: Path, out: Path) -> list[str]:
+    """Write the student version of notebook `path` to `out` (solutions stubbed, outputs cleared); return the
+    exercise ids it stubbed, in order."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    stubbed: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source, ids = stub_solutions(cell.source)
+            stubbed += ids
+            cell.outputs, cell.execution_count = [], None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(out))
+    return stubbed
+
+
+def write_student_versions(notebooks: Path, out: Path) -> dict[str, list[str]]:
+    """Every notebooks/NN_*.ipynb as its student version in `out`; {notebook name: stubbed exercise ids}."""
+    return {p.name: student_notebook(p, out / p.name) for p in sorted(notebooks.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    root = Path(__file__).resolve().parents[1]
+    ap = argparse.ArgumentParser(prog="python -m replib.exercises", description="The exercises of the notebooks.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("student", help="write the student notebooks: every solution region replaced by a stub")
+    st.add_argument("--notebooks", type=Path, default=root / "notebooks")
+    st.add_argument("--out", type=Path, default=root / "build" / "student")
+    sub.add_parser("list", help="list the exercises")
+    args = ap.parse_args(argv)
+    if args.command == "list":
+        for ex in EXERCISES.values():
+            print(f"{ex.id}  {ex.title}")
+        return
+    written = write_student_versions(args.notebooks, args.out)
+    for name, ids in written.items():
+        print(f"{args.out / name}: {len(ids)} exercise(s) stubbed {', '.join(ids)}")
+
+
+if __name__ == "__main__":
+    main()

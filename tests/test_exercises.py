@@ -204,3 +204,50 @@ def test_checks_also_run_on_the_notebooks_objects():
     exercises.check("02.1", spikiness, h=h)
     with pytest.raises(ExerciseFailed, match="the notebook's representations"):
         exercises.check("02.1", lambda hs: spikiness(hs) if hs is not h else spikiness(hs) + 1, h=h)
+
+
+SOLVED = '''from replib import exercises
+def spikiness(h):
+    ### BEGIN SOLUTION
+    p = h.shape[1]
+    return h.std(1, unbiased=False) / (h.mean(1) * (p - 1) ** 0.5)
+    ### END SOLUTION
+exercises.check("02.1", spikiness)'''
+
+
+def test_a_student_version_stubs_the_solution_and_keeps_the_rest():
+    source, ids = exercises.stub_solutions(SOLVED)
+    assert ids == ["02.1"]
+    assert "h.std" not in source and "BEGIN SOLUTION" not in source
+    assert '    raise NotImplementedError("Exercise 02.1: spikiness")' in source.splitlines()
+    assert source.splitlines()[0] == "from replib import exercises" and source.endswith('exercises.check("02.1", spikiness)')
+    namespace = {}
+    with pytest.raises(NotImplementedError, match="Exercise 02.1: spikiness"):
+        exec(source, namespace)
+    exec(SOLVED, {})  # the source version passes its check
+    assert exercises.stub_solutions("x = 1") == ("x = 1", [])
+
+
+@pytest.mark.parametrize("broken, problem", [
+    (SOLVED.replace("    ### END SOLUTION\n", ""), "without ### END"),
+    (SOLVED.replace("    ### BEGIN SOLUTION\n", ""), "without ### BEGIN"),
+    (SOLVED.replace('exercises.check("02.1", spikiness)', ""), "checks none"),
+])
+def test_malformed_solution_regions_are_refused(broken, problem):
+    with pytest.raises(ValueError, match=problem):
+        exercises.stub_solutions(broken)
+
+
+def test_student_notebooks_are_written_without_outputs(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(SOLVED, execution_count=3)
+    cell.outputs = [nbformat.v4.new_output("stream", text="✓ Exercise 02.1")]
+    nb.cells += [nbformat.v4.new_markdown_cell("# 02 · x"), cell]
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(nb, str(src / "02_x.ipynb"))
+    assert exercises.write_student_versions(src, tmp_path / "student") == {"02_x.ipynb": ["02.1"]}
+    student = nbformat.read(str(tmp_path / "student" / "02_x.ipynb"), as_version=4)
+    assert "NotImplementedError" in student.cells[1].source and student.cells[1].outputs == []
