@@ -90,13 +90,13 @@ def test_same_seed_same_weights(tmp_path, standin_dir):
 
 def test_offline_without_the_model_fails_fast_with_instructions(offline):
     t0 = time.perf_counter()
-    with pytest.raises(clipscore.ScorerUnavailable, match="huggingface-cli download openai/clip-vit-large-patch14") \
+    with pytest.raises(clipscore.ScorerUnavailable, match="hf download openai/clip-vit-large-patch14") \
             as err:
         clipscore.load_clip_scorer(model_id="openai/clip-vit-large-patch14")
     assert time.perf_counter() - t0 < 10
     assert clipscore.ENV_VAR in str(err.value)
     scorer, why = clipscore.try_load_clip_scorer()
-    assert scorer is None and "huggingface-cli download" in why and clipscore.ENV_VAR in why
+    assert scorer is None and "hf download" in why and clipscore.ENV_VAR in why
 
 
 def test_not_a_model_folder(tmp_path):

@@ -48,7 +48,7 @@ def test_offline_without_weights_fails_fast_with_instructions(tmp_path, monkeypa
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.delenv(sd14.ENV_VAR, raising=False)
     t0 = time.perf_counter()
-    with pytest.raises(sd14.WeightsUnavailable, match="huggingface-cli download CompVis/stable-diffusion-v1-4"):
+    with pytest.raises(sd14.WeightsUnavailable, match="hf download CompVis/stable-diffusion-v1-4"):
         sd14.load_sd14(device="cpu")
     assert time.perf_counter() - t0 < 10
     with pytest.raises(sd14.WeightsUnavailable, match=sd14.ENV_VAR):
@@ -83,6 +83,26 @@ def test_two_token_tokenizer_is_refused(tmp_path, standin_dir):
         sd14.load_sd14(broken, device="cpu")
 
 
+def test_the_dtype_asked_for_is_the_dtype_loaded(standin_dir):
+    """from_pretrained(dtype=...) is honoured by the installed diffusers (pyproject's floor: the first release that
+    takes it); an older one would load float32 silently."""
+    pipe = sd14.load_sd14(standin_dir, device="cpu", dtype="float16").pipe
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float16
+
+
+def test_the_download_command_we_print_exists():
+    """The printed `hf download ...` is a command of the installed huggingface_hub, with the options we pass."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hf = shutil.which("hf") or str(Path(sys.executable).with_name("hf"))
+    assert "hf download" in sd14.how_to_get_weights()
+    usage = subprocess.run([hf, "download", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--revision" in usage and "--local-dir" in usage
+
+
 def test_device_and_dtype_choice():
     assert sd14.choose_device("cpu", "auto") == ("cpu", torch.float32)
     assert sd14.choose_device("cpu", "float16") == ("cpu", torch.float16)
@@ -99,7 +119,7 @@ def test_banner_and_tags_say_stand_in_loudly(standin_dir):
                                torch.float16, 9.0)
     box = sd14_run.banner(standin)
     assert "NOT meaningful" in box._repr_html_() and "NOT meaningful" in box._repr_markdown_()
-    assert "huggingface-cli download" in repr(box) and sd14.ENV_VAR in repr(box)
+    assert "hf download" in repr(box) and sd14.ENV_VAR in repr(box)
     assert sd14_run.tag(standin) == sd14_run.STANDIN_TAG + " " and sd14_run.STANDIN_TAG in sd14_run.model_label(standin)
     assert sd14_run.tag(real) == "" and "STAND-IN" not in sd14_run.banner(real)._repr_html_()
     assert "float16" in repr(sd14_run.banner(real)) and "SD1.4" in sd14_run.model_label(real)

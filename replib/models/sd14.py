@@ -70,7 +70,7 @@ class LoadedPipeline:
 
 def how_to_get_weights() -> str:
     return (f"Stable Diffusion v1.4 weights are not available here. Get them once (about 5 GB) with\n"
-            f"    huggingface-cli download {MODEL_ID} --revision {REVISION} --local-dir sd-v1-4\n"
+            f"    hf download {MODEL_ID} --revision {REVISION} --local-dir sd-v1-4\n"
             f"then point the kit at the folder: export {ENV_VAR}=$PWD/sd-v1-4 (or pass path=...). "
             f"Without them, use the stand-in (mode 'standin'): same code, small random weights, scores not meaningful.")
 

@@ -43,7 +43,7 @@ class ScorerUnavailable(RuntimeError):
 
 def how_to_get_clip() -> str:
     return (f"The CLIP model {MODEL_ID} is not available here. Get it once (about 1.7 GB) with\n"
-            f"    huggingface-cli download {MODEL_ID} --local-dir clip-vit-large-patch14\n"
+            f"    hf download {MODEL_ID} --local-dir clip-vit-large-patch14\n"
             f"then point the kit at the folder: export {ENV_VAR}=$PWD/clip-vit-large-patch14 (or pass path=...).")
 
 
