@@ -57,12 +57,50 @@ def assemble(notebooks: Path, out: Path, expected: list[str] | None = None,
     if guide.exists():
         guide.write_text(guide.read_text().replace(TIMES_MARKER, course.times_table()))
     for nb in executed:
-        shutil.copy(nb, out / nb.name)
+        book_page = exercise_boxes(nbformat.read(str(nb), as_version=4))
+        nbformat.write(book_page, str(out / nb.name))
     log = notebooks / "timings.json"
     timings = json.loads(log.read_text()) if log.exists() else {}
     (out / f"{STATS_PAGE}.md").write_text(statistics_page(timings, [nb.stem for nb in executed]))
     (out / "_toc.yml").write_text(toc([nb.stem for nb in executed], pages))
     return [nb.stem for nb in executed]
+
+
+_SHOW = re.compile(r"""^\s*exercises\.show\(\s*["'](\d\d\.\d+)["']\s*\)\s*$""")
+
+
+def _label(id: str) -> str:
+    return "ex-" + id.replace(".", "-")
+
+
+def exercise_boxes(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The book's version of a lesson: each `exercises.show("NN.M")` cell becomes a numbered exercise box
+    (sphinx-exercise's gated directives) holding the prompt, then a collapsed hint, and the cell with the exercise's
+    solution region (its check included, so its output shows the check passing) goes into a collapsed solution."""
+    from . import exercises
+
+    cells, md = [], nbformat.v4.new_markdown_cell
+    solutions = {ids[0]: cell for cell in nb.cells if cell.cell_type == "code"
+                 for ids in [exercises.stub_solutions(cell.source)[1]] if ids}
+    for cell in nb.cells:
+        shown = _SHOW.match(cell.source) if cell.cell_type == "code" else None
+        if shown:
+            ex = exercises.EXERCISES[shown.group(1)]
+            cells += [md(f"```{{exercise-start}} {ex.id} · {ex.title}\n:label: {_label(ex.id)}\n:nonumber:\n```"),
+                      md(ex.prompt),
+                      md("```{exercise-end}\n```"),
+                      md(f":::{{admonition}} Hint\n:class: dropdown\n{ex.hint}\n:::")]
+            if ex.id in solutions:
+                solution = nbformat.from_dict(solutions[ex.id])  # the nbgrader markers are for the student version
+                solution.source = "\n".join(line for line in solution.source.splitlines()
+                                            if line.strip() not in (exercises.BEGIN, exercises.END))
+                cells += [md(f"```{{solution-start}} {_label(ex.id)}\n:class: dropdown\n```"), solution,
+                          md("```{solution-end}\n```")]
+        elif not any(cell is s for s in solutions.values()):
+            cells.append(cell)
+    nb = nbformat.from_dict(nb)
+    nb.cells = cells
+    return nb
 
 
 def toc(lessons: list[str], pages: tuple[str, ...] = COURSE_PAGES) -> str:
@@ -165,6 +203,24 @@ def _local(page: Path, src: str) -> Path:
     return page.parent / src.split("?")[0].split("#")[0]
 
 
+def exercise_problems(page: Path, text: str, nb: nbformat.NotebookNode) -> list[str]:
+    """Every exercise box of the book's notebook (`exercise_boxes`) must be on the page, its solution collapsed below."""
+    problems = []
+    for cell in nb.cells:
+        boxed = re.search(r"\{exercise-start\}.*\n:label: (ex-(\d\d)-(\d+))", cell.source) \
+            if cell.cell_type == "markdown" else None
+        if not boxed:
+            continue
+        label, id = boxed.group(1), f"{boxed.group(2)}.{boxed.group(3)}"
+        if not re.search(rf'class="[^"]*\bexercise\b[^"]*"[^>]*id="{label}"|id="{label}"[^>]*class="[^"]*\bexercise\b',
+                         text):
+            problems.append(f"{page.name}: exercise {id} has no exercise box")
+        if not re.search(rf'<div[^>]*class="[^"]*\bsolution\b[^"]*\bdropdown\b[^"]*"[^>]*>(?:(?!</div>).)*'
+                         rf'href="#{label}"', text, re.S):
+            problems.append(f"{page.name}: exercise {id} has no collapsed solution")
+    return problems
+
+
 def check_html(html: Path, notebooks: list[Path], pages: tuple[str, ...] = COURSE_PAGES) -> list[str]:
     """What is wrong with the built book, one message per problem naming the page; empty when all is well."""
     problems = []
@@ -174,6 +230,7 @@ def check_html(html: Path, notebooks: list[Path], pages: tuple[str, ...] = COURS
             problems.append(f"{nb.name}: no page {page.name} in the book")
             continue
         text = page.read_text(errors="replace")
+        problems += exercise_problems(page, text, nbformat.read(str(nb), as_version=4))
         images = _IMG_SRC.findall(text)
         want = image_outputs(nbformat.read(nb, as_version=4))
         if len(images) < want:

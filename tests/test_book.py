@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import re
+import shutil
 from html import unescape
 
 import nbformat
@@ -22,14 +23,29 @@ def _png() -> str:
 PNG = _png()
 
 
-def _executed(path, title, error=False):
-    """An executed notebook as papermill leaves one: title, an equation, a code cell with a figure output."""
+SOLUTION = """from replib import exercises
+def spikiness(h):
+    ### BEGIN SOLUTION
+    return h.std(1, unbiased=False) / (h.mean(1) * (h.shape[1] - 1) ** 0.5)
+    ### END SOLUTION
+exercises.check("02.1", spikiness)"""
+
+
+def _executed(path, title, error=False, exercise=False):
+    """An executed notebook as papermill leaves one: title, an equation, a code cell with a figure output; with
+    `exercise`, exercise 02.1's prompt cell and its solved, checked cell."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\nThe loss is\n$$x^2$$"))
     figure = nbformat.v4.new_code_cell("plot()", execution_count=1)
     figure.outputs = [nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]
     nb.cells.append(figure)
+    if exercise:
+        nb.cells.append(nbformat.v4.new_markdown_cell("## Exercises"))
+        nb.cells.append(nbformat.v4.new_code_cell('exercises.show("02.1")', execution_count=2))
+        solved = nbformat.v4.new_code_cell(SOLUTION, execution_count=3)
+        solved.outputs = [nbformat.v4.new_output("stream", text="✓ Exercise 02.1 (spikiness): correct.\n")]
+        nb.cells.append(solved)
     if error:
         cell = nbformat.v4.new_code_cell("1 / 0", execution_count=2)
         cell.outputs = [nbformat.v4.new_output(
@@ -47,7 +63,7 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("book")
     src = tmp / "notebooks"
     src.mkdir()
-    _executed(src / "01_alpha.ipynb", "01 · Alpha")
+    _executed(src / "01_alpha.ipynb", "01 · Alpha", exercise=True)
     _executed(src / "02_beta.ipynb", "02 · Beta")
     env = execute.environment()
     (src / "timings.json").write_text(json.dumps({
@@ -146,3 +162,18 @@ def test_course_pages_follow_the_lessons_and_the_guide_shows_measured_times(tmp_
     guide = (out / "instructor.md").read_text()
     assert book.TIMES_MARKER not in guide and course.times_table() in guide
     assert "| `05_unet_digits` |" in guide
+
+
+def test_exercises_are_numbered_boxes_with_a_hint_and_a_collapsed_solution(built, tmp_path):
+    html, _ = built
+    page = html / "01_alpha.html"
+    text = page.read_text()
+    assert 'class="exercise admonition" id="ex-02-1"' in text and "02.1 · spikiness" in unescape(text)
+    assert 'class="solution dropdown admonition"' in text and "Hint" in text
+    assert "BEGIN SOLUTION" not in text and "✓ Exercise 02.1" in text  # the solution ran and its check passed
+    book_nb = html.parents[1] / "01_alpha.ipynb"
+    assert book.check_html(html, [book_nb], pages=()) == []
+    broken = tmp_path / "html"
+    shutil.copytree(html, broken)
+    (broken / "01_alpha.html").write_text(text.replace('class="solution dropdown admonition"', 'class="solution"'))
+    assert book.check_html(broken, [book_nb], pages=()) == ["01_alpha.html: exercise 02.1 has no collapsed solution"]
