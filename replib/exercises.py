@@ -175,6 +175,23 @@ def _check_margin(answer, x=None, sigma=None):
         compare(answer(xs, s), separation_margin(xs, s).nan_to_num(neginf=0.0), case, mask=off)
 
 
+@_exercise("01.3", "the top-1 share",
+           r"Write `top1_share(h)` for representations `h` of shape `(n, p)`: per row, the share of the energy "
+           r"$\lVert h\rVert_2^2$ that its largest entry carries, $\max_j h_j^2/\sum_j h_j^2$ (1: one neuron carries "
+           "it all).",
+           "Square first, then take the largest entry and the sum of each row.")
+def _check_top1(answer, h=None):
+    from .probes.metrics import top1_share
+
+    cases = [("rows with one, two and five equal entries", torch.tensor([[0, 3.0, 0, 0, 0], [2.0, 2.0, 0, 0, 0],
+                                                                           [1.0, 1.0, 1.0, 1.0, 1.0]])),
+             ("random non-negative rows", _random((6, 10), 16).relu())]
+    if h is not None:
+        cases.append(("the notebook's representations", h))
+    for case, hs in cases:
+        compare(answer(hs), top1_share(hs), case)
+
+
 # ---- 02 --------------------------------------------------------------------------------------------------------------
 
 @_exercise("02.1", "spikiness",
@@ -192,6 +209,25 @@ def _check_spikiness(answer, h=None):
         cases.append(("the notebook's representations", h))
     for case, hs in cases:
         compare(answer(hs), spikiness(hs), case)
+
+
+# ---- 03 --------------------------------------------------------------------------------------------------------------
+
+@_exercise("03.1", "the best column cosine",
+           "Write `best_column_cosine(x, W)` for training images `x` (shape `(n, d)`) and DAE weights `W` (shape "
+           "`(d, p)`, one column per neuron): for each image, the largest cosine similarity between it and any column "
+           "of `W`. Near 1: the weights hold a copy of that image.",
+           "Normalise the rows of `x` and the columns of `W` to length 1; then `x_unit @ W_unit` holds every cosine.")
+def _check_best_cosine(answer, x=None, W=None):
+    from .probes.metrics import best_column_cosine
+
+    xs = _random((5, 12), 17)
+    w = torch.cat([xs[:2].T * torch.tensor([3.0, 0.2]), _random((12, 6), 18) * torch.linspace(0.1, 4, 6)], dim=1)
+    cases = [("5 images and 8 columns of different lengths, two of them copies", xs, w)]
+    if x is not None:
+        cases.append(("the notebook's images and weights", x, W))
+    for case, xx, ww in cases:
+        compare(answer(xx, ww), best_column_cosine(xx, ww)[0], case, rtol=1e-4, atol=1e-5)
 
 
 # ---- 05 --------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,18 @@ def margin(x, sigma, by_row=False, with_sigma=True):
     return g / ((sigma if with_sigma else 1) * (norms[:, None] if by_row else norms[None, :]))
 
 
+def top1_share(h, squared=True):
+    e = h.pow(2) if squared else h.abs()
+    return e.max(1).values / e.sum(1)
+
+
+def best_column_cosine(x, W, unit_columns=True, over="columns"):
+    xu = x / x.norm(dim=1, keepdim=True)
+    wu = W / W.norm(dim=0, keepdim=True) if unit_columns else W
+    cos = xu @ wu
+    return cos.max(1).values if over == "columns" else cos.max(0).values
+
+
 def spikiness(h, unbiased=False, root=True):
     p = h.shape[1]
     return h.std(1, unbiased=unbiased) / (h.mean(1) * ((p - 1) ** 0.5 if root else 1))
@@ -112,7 +124,7 @@ def push_in_place(out, v, gamma):
     return out
 
 
-RIGHT = {"01.1": stored_scale, "01.2": margin, "02.1": spikiness, "05.1": is_copy, "05.2": detector_score,
+RIGHT = {"01.1": stored_scale, "01.2": margin, "01.3": top1_share, "02.1": spikiness, "03.1": best_column_cosine, "05.1": is_copy, "05.2": detector_score,
          "06.1": tpr, "06.2": wen_norm, "07.1": push, "10.1": entropy, "10.2": greedy}
 
 WRONG = {  # exercise: {what a learner might write: answer}
@@ -121,6 +133,9 @@ WRONG = {  # exercise: {what a learner might write: answer}
              "r squared": lambda x, s, l: stored_scale(x, s, l) ** 2},
     "01.2": {"divided by ||x_i|| (rows) for ||x_j||": lambda x, s: margin(x, s, by_row=True),
              "without sigma": lambda x, s: margin(x, s, with_sigma=False)},
+    "01.3": {"the share of |h|_1": lambda h: top1_share(h, squared=False)},
+    "03.1": {"columns not normalised": lambda x, W: best_column_cosine(x, W, unit_columns=False),
+             "the best image per column": lambda x, W: best_column_cosine(x, W, over="images")},
     "02.1": {"the unbiased std": lambda h: spikiness(h, unbiased=True),
              "without sqrt(p - 1)": lambda h: spikiness(h, root=False)},
     "05.1": {"d1 < 1/3 alone": lambda s, t: is_copy(s, t, "absolute"),
@@ -147,7 +162,7 @@ def stub(*args, **kwargs):
     raise NotImplementedError("Exercise: not done yet")
 
 
-ZEROS = {"05.2": lambda unet, x0, layer, seed: torch.zeros(len(x0)), "06.1": lambda s, y: 0.0,
+ZEROS = {"03.1": lambda x, W: torch.zeros(len(x)), "05.2": lambda unet, x0, layer, seed: torch.zeros(len(x0)), "06.1": lambda s, y: 0.0,
          "06.2": lambda e: torch.zeros(len(e) // 2), "07.1": lambda o, v, g: torch.zeros_like(o),
          "10.1": lambda x: 0.0}
 
