@@ -58,6 +58,14 @@ def test_score_is_std_of_the_spatial_max(unet):
     assert (reps >= mean_reps - 1e-6).all(), "a spatial max is never below the spatial mean"
 
 
+def test_std_and_spikiness_summarize_one_noised_pass(unet):
+    x = torch.rand(12, 1, 8, 8) * 2 - 1
+    h = detection.noised_representations(unet, x, LAYER, 10, "max", seed=3)[LAYER]
+    got = detection.std_and_spikiness(unet, x, LAYER, 10, "max", seed=3)
+    assert got == {"std": metrics.representation_std(h).mean().item(), "spikiness": metrics.spikiness(h).mean().item()}
+    assert 0 <= got["spikiness"] <= 1
+
+
 def test_bad_timestep_is_named(unet):
     with pytest.raises(ParameterError, match="timestep"):
         detection.representation_std_scores(unet, torch.zeros(1, 1, 8, 8), LAYER, timestep=1000)

@@ -18,7 +18,7 @@ import torch
 from ..models.sd14 import DETECTOR_LAYER, DETECTOR_TIMESTEP, PublishedTable
 from ..params import check_int
 from .hooks import attached
-from .metrics import representation_std
+from .metrics import representation_std, spikiness
 from .representations import capture_features
 
 
@@ -74,6 +74,16 @@ def representation_std_scores(unet: torch.nn.Module, x0: torch.Tensor, layers: l
     Higher = more likely memorized."""
     reps = noised_representations(unet, x0, layers, timestep, pool, seed, **kwargs)
     return {name: representation_std(v).numpy() for name, v in reps.items()}
+
+
+def std_and_spikiness(unet: torch.nn.Module, x0: torch.Tensor, layer: str, timestep: int = 10, pool: str = "max",
+                      seed: int = 0) -> dict[str, float]:
+    """Two summaries of how spiky `layer` is on the images x0 after one noised UNet pass (`noised_representations`):
+    the mean detector score ("std": the paper's memorization score, the std over channels of the pooled activation)
+    and the mean scale-free spikiness ("spikiness": std / (mean * sqrt(p - 1)), in [0, 1]), which does not carry the
+    model's activation level."""
+    h = noised_representations(unet, x0, layer, timestep, pool, seed=seed)[layer]
+    return {"std": representation_std(h).mean().item(), "spikiness": spikiness(h).mean().item()}
 
 
 def resnet_activation_layers(unet: torch.nn.Module) -> list[str]:
