@@ -2,12 +2,12 @@
 
 Introduced in notebook 10. A diffusion model is retrained, iteration after iteration, on samples of its predecessor:
 
-- *replace*: iteration k trains a fresh UNet on N samples of model k-1 (iteration 1 on N real images);
-- *accumulate* (as the authors' code does it): a set of N drawn evenly from the real images and every earlier
+- *replace*: iteration g trains a fresh UNet on n samples of model g-1 (iteration 1 on n real images);
+- *accumulate* (as the authors' code does it): a set of n drawn evenly from the real images and every earlier
   iteration's samples.
 
-Each model draws `pool_factor * N` candidates and a *selection* keeps N of them: "none" keeps the first N (an i.i.d.
-draw, i.e. vanilla retraining), "random" a random N, "greedy" farthest-point sampling, "tdf" the Threshold Decay
+Each model draws `pool_factor * n` candidates and a *selection* keeps n of them: "none" keeps the first n (an i.i.d.
+draw, i.e. vanilla retraining), "random" a random n, "greedy" farthest-point sampling, "tdf" the Threshold Decay
 Filter. The measures are the paper's: the Kozachenko-Leonenko k-NN entropy of each iteration's training data and
 the generalization score (GS), the mean distance from generated samples to their nearest training sample.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -212,19 +213,91 @@ class CollapseConfig:
 
 @dataclass
 class CollapseRun:
-    """What one arm produced: per iteration k (0-based) the training set, the model's candidate pool, the kept
-    samples, and the measures (`table()`)."""
+    """One arm of the loop: its settings and, per iteration g = 1, 2, ... (stored 0-based: index g - 1), the training
+    set, the model's candidate pool, the kept samples and the measures (`table()`).
+
+    Its methods are the steps of one iteration, which `run_collapse` repeats and notebook 10 writes out once:
+    `training_set`, `train_model` (retrain), `sample` (draw the candidates), `select` and `measure`. They use the
+    arm's cache, so calling them again on a finished arm loads what the loop stored: no model is trained twice."""
 
     config: CollapseConfig
     train: list[torch.Tensor] = field(default_factory=list)
     pool: list[torch.Tensor] = field(default_factory=list)
     kept: list[torch.Tensor] = field(default_factory=list)
     stats: list[dict[str, float]] = field(default_factory=list)
+    name: str = "collapse"  # the checkpoint-name prefix of every model and pool of the arm
+    real: torch.Tensor | None = None  # the n real images iteration 1 trains on
+    trainer: Callable | None = None  # trainer(name, images, steps, seed) -> model; None: the kit's UNet
+    sampler: Callable | None = None  # sampler(model, n, seed) -> images; None: DDIM
+    device: Any = "cpu"
+    progress: bool = False
 
     def table(self) -> "pd.DataFrame":
         import pandas as pd
 
         return pd.DataFrame(self.stats).set_index("iteration")
+
+    def _sampler(self):
+        return self.sampler or _ddim_sampler(self.config)
+
+    def training_set(self, g: int) -> torch.Tensor:
+        """Iteration g's training data: the n real images at g = 1; after that, replace: the n samples kept at
+        iteration g - 1; accumulate: n drawn evenly from the real images and every earlier iteration's kept samples."""
+        check_int("g", g, 1)
+        return self.real if g == 1 else _next_train(self.config, self.real, self.kept, g - 1)
+
+    def train_model(self, train: torch.Tensor, g: int, device=None):
+        """Model g: a fresh UNet trained from scratch on `train` on `device` (None: the arm's), cached (and resumable)
+        under the arm's name, the iteration and the data's fingerprint, so a model the loop trained is loaded, not
+        trained again."""
+        from ..checkpoints import data_fingerprint
+
+        cfg = self.config
+        trainer = self.trainer or _unet_trainer(cfg, self.progress, self.device if device is None else device)
+        name = f"{self.name}-it{g - 1}-{data_fingerprint(train.flatten(1))}"
+        return trainer(name, train, cfg.steps, cfg.seed + g - 1)
+
+    def sample(self, model, g: int) -> torch.Tensor:
+        """The `pool_factor * n` candidates model g draws (DDIM), cached per arm and iteration. `model` may also be a
+        function returning the model (the loop passes `lambda: train_model(...)`): with the pool cached, no model is
+        needed at all."""
+        from ..checkpoints import load_or_compute
+
+        cfg = self.config
+
+        def draw():
+            m = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
+            return {"pool": self._sampler()(m, cfg.pool_factor * cfg.n, cfg.seed + 100 + g - 1).float().contiguous()}
+
+        tag = "it0" if g == 1 else f"{cfg.paradigm}-{cfg.selection}-it{g - 1}"
+        return load_or_compute(f"{self.name}-{tag}", self._pool_settings(g), draw, verbose=False,
+                               libraries=("torch", "diffusers"))["pool"]
+
+    def _pool_settings(self, g: int) -> dict:
+        """The cache key of iteration g's pool. Iteration 1 does not depend on the selection or the paradigm, so every
+        arm on the same real data shares its model and pool."""
+        from ..checkpoints import data_fingerprint
+
+        cfg = self.config
+        base = {"kind": "collapse", "version": 1, "real": data_fingerprint(self.real.flatten(1)), "n": cfg.n,
+                "steps": cfg.steps, "channels": list(cfg.channels), "pool_factor": cfg.pool_factor,
+                "sampler_steps": cfg.sampler_steps, "lr": cfg.lr, "eta": cfg.eta, "seed": cfg.seed,
+                "trainer": getattr(self.trainer, "__name__", "unet") if self.trainer else "unet",
+                "sampler": getattr(self.sampler, "__name__", "ddim") if self.sampler else "ddim"}
+        arm = {**asdict(cfg), "channels": list(cfg.channels)}
+        return {**base, "iteration": g - 1, **({} if g == 1 else {"arm": arm})}
+
+    def select(self, pool: torch.Tensor, g: int) -> torch.Tensor:
+        """The n samples of model g's pool that the arm's selection keeps (vanilla: the first n; greedy; TDF, starting
+        at `tau_factor` times the pool's median nearest-neighbour distance and decaying by `config.decay` per pass)."""
+        cfg = self.config
+        tau0 = tdf_threshold(pool, cfg.tau_factor) if cfg.selection == "tdf" else None
+        return pool[select(cfg.selection, pool, cfg.n, seed=cfg.seed + g - 1, tau0=tau0, alpha=cfg.decay)]
+
+    def measure(self, train: torch.Tensor, pool: torch.Tensor) -> dict[str, float]:
+        """`iteration_stats` of a model: its training data, and its own samples (an i.i.d. draw: the first n of its
+        pool) against that data."""
+        return iteration_stats(train, pool[: self.config.n])
 
 
 def iteration_stats(train: torch.Tensor, samples: torch.Tensor) -> dict[str, float]:
@@ -235,7 +308,8 @@ def iteration_stats(train: torch.Tensor, samples: torch.Tensor) -> dict[str, flo
 
 
 def _next_train(cfg: CollapseConfig, real: torch.Tensor, kept: list[torch.Tensor], k: int) -> torch.Tensor:
-    """The training set of iteration k (k >= 1) from the real data and the samples kept at iterations 0..k-1."""
+    """The training set of iteration k (0-based, k >= 1) from the real data and the samples kept at iterations
+    0..k-1."""
     if cfg.paradigm == "replace":
         return kept[k - 1]
     sources = [real, *kept[:k]]  # N evenly from the real set and every earlier iteration's samples
@@ -244,52 +318,41 @@ def _next_train(cfg: CollapseConfig, real: torch.Tensor, kept: list[torch.Tensor
     return torch.cat([s[torch.randperm(len(s), generator=g)[:m]] for s, m in zip(sources, sizes)])
 
 
+def start_arm(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: bool = True, trainer=None, sampler=None,
+              device="cpu") -> CollapseRun:
+    """An arm with no iteration run yet: its settings and the n real images (a seeded subset of `real`) it starts
+    from. `run_collapse` runs its iterations; its methods run one by hand."""
+    from ..data.digits import subsample_indices
+
+    check_int("n", cfg.n, 4, len(real))
+    return CollapseRun(cfg, name=name, real=real[subsample_indices(len(real), cfg.n, cfg.seed)], trainer=trainer,
+                       sampler=sampler, device=device, progress=progress)
+
+
 def run_collapse(name: str, real: torch.Tensor, cfg: CollapseConfig, progress: bool = True,
                  trainer=None, sampler=None, device="cpu") -> CollapseRun:
-    """Run one arm: `cfg.iterations` models, each trained from scratch on the previous iteration's data.
+    """Run one arm: `cfg.iterations` models, each trained from scratch on the previous iteration's data. Every
+    iteration g is the same four steps (`CollapseRun`'s methods): its training set, a fresh model trained on it, the
+    model's candidate pool, the selection from that pool; and the measures.
 
-    Cached and resumable per iteration: iteration k is stored under its settings and the fingerprint of the real data,
-    so a rerun loads finished iterations and a killed run restarts at the first unfinished one (and, inside it,
-    `train_unet` resumes from its last partial checkpoint). Iteration 0 does not depend on the selection or the
-    paradigm, so every arm on the same real data shares its model.
+    Cached and resumable per iteration: iteration g's pool is stored under its settings and the fingerprint of the real
+    data, so a rerun loads finished iterations without loading their models, and a killed run restarts at the first
+    unfinished one (and, inside it, `train_unet` resumes from its last partial checkpoint). Iteration 1 does not depend
+    on the selection or the paradigm, so every arm on the same real data shares its model.
 
     real: (N_real, C, H, W) images in [-1, 1], N_real >= cfg.n. `trainer(name, images, steps, seed) -> model` and
     `sampler(model, n, seed) -> images` replace the UNet (tests use tiny stand-ins). The UNets train and sample on
     `device`; the data and the measures stay on the CPU."""
-    from ..checkpoints import data_fingerprint, load_or_compute
-    from ..data.digits import subsample_indices
-
-    check_int("n", cfg.n, 4, len(real))
-    trainer = trainer or _unet_trainer(cfg, progress, device)
-    sampler = sampler or _ddim_sampler(cfg)
-    real_n = real[subsample_indices(len(real), cfg.n, cfg.seed)]
-    run = CollapseRun(cfg)
-    base = {"kind": "collapse", "version": 1, "real": data_fingerprint(real_n.flatten(1)), "n": cfg.n,
-            "steps": cfg.steps, "channels": list(cfg.channels), "pool_factor": cfg.pool_factor,
-            "sampler_steps": cfg.sampler_steps, "lr": cfg.lr, "eta": cfg.eta, "seed": cfg.seed,
-            "trainer": getattr(trainer, "__name__", "unet"), "sampler": getattr(sampler, "__name__", "ddim")}
-    arm = {**asdict(cfg), "channels": list(cfg.channels)}
-    for k in range(cfg.iterations):
-        train = real_n if k == 0 else _next_train(cfg, real_n, run.kept, k)
-        settings = {**base, "iteration": k, **({} if k == 0 else {"arm": arm})}
-
-        def compute(k=k, train=train):
-            model = trainer(f"{name}-it{k}-{data_fingerprint(train.flatten(1))}", train, cfg.steps, cfg.seed + k)
-            pool = sampler(model, cfg.pool_factor * cfg.n, cfg.seed + 100 + k)
-            return {"pool": pool.float().contiguous()}
-
-        tag = "it0" if k == 0 else f"{cfg.paradigm}-{cfg.selection}-it{k}"
-        pool = load_or_compute(f"{name}-{tag}", settings, compute, verbose=False,
-                               libraries=("torch", "diffusers"))["pool"]
-        tau0 = tdf_threshold(pool, cfg.tau_factor) if cfg.selection == "tdf" else None
-        keep = select(cfg.selection, pool, cfg.n, seed=cfg.seed + k, tau0=tau0, alpha=cfg.decay)
+    run = start_arm(name, real, cfg, progress, trainer, sampler, device)
+    for g in range(1, cfg.iterations + 1):
+        train = run.training_set(g)
+        pool = run.sample(lambda train=train, g=g: run.train_model(train, g), g)
         run.train.append(train)
         run.pool.append(pool)
-        run.kept.append(pool[keep])
-        # the model's own samples (an i.i.d. draw: the first N of its pool) against the data it was trained on
-        run.stats.append({"iteration": k + 1, **iteration_stats(train, pool[: cfg.n])})
+        run.kept.append(run.select(pool, g))
+        run.stats.append({"iteration": g, **run.measure(train, pool)})
         if progress:
-            print(f"{cfg.paradigm}, {cfg.selection}: iteration {k + 1} of {cfg.iterations}, training-data entropy "
+            print(f"{cfg.paradigm}, {cfg.selection}: iteration {g} of {cfg.iterations}, training-data entropy "
                   f"{run.stats[-1]['entropy']:.1f} nats, GS {run.stats[-1]['GS']:.4f}")
     return run
 
@@ -313,12 +376,11 @@ def _ddim_sampler(cfg: CollapseConfig):
 
 
 def load_model(run: CollapseRun, k: int, name: str, device="cpu"):
-    """Model k of a finished run, on `device`, from the checkpoint cache (it was trained by `run_collapse`)."""
-    from ..checkpoints import data_fingerprint
+    """Model k (0-based: iteration k + 1) of a finished run, on `device`, from the checkpoint cache (it was trained by
+    `run_collapse`)."""
+    from dataclasses import replace
 
-    train = run.train[k]
-    return _unet_trainer(run.config, progress=False, device=device)(f"{name}-it{k}-{data_fingerprint(train.flatten(1))}", train,
-                                                     run.config.steps, run.config.seed + k)
+    return replace(run, name=name, progress=False).train_model(run.train[k], k + 1, device=device)
 
 
 # --- Claims, as functions the notebook asserts and the tests falsify ----------------------------------------------------
@@ -362,8 +424,8 @@ class CollapseBars:
 
 def collapse_claims(arms: dict[str, "pd.DataFrame"], pool_table: "pd.DataFrame", bars: CollapseBars
                     ) -> "pd.DataFrame":
-    """The notebook's claims, each as (measured, bar, holds). arms: {selection: `CollapseRun.table()`} with "none"
-    (vanilla) and any of "greedy" / "tdf"; pool_table: `pool_selection_table`.
+    """The notebook's claims, each as (measured, threshold, holds). arms: {selection: `CollapseRun.table()`} with
+    "none" (vanilla) and any of "greedy" / "tdf"; pool_table: `pool_selection_table`.
 
     The spread is sqrt(variance trace), a distance like the spacing: shrinking every sample towards the mean by a
     factor s divides both by s, so only copying (many samples on the same few points) makes the spacing fall faster."""
@@ -387,17 +449,17 @@ def collapse_claims(arms: dict[str, "pd.DataFrame"], pool_table: "pd.DataFrame",
     every = pd.concat(arms.values())
     rows.append(("entropy and log GS correlate (Pearson r, all iterations)",
                  correlation(every["entropy"], np.log(every["GS"])), bars.min_corr, ">"))
-    table = pd.DataFrame(rows, columns=["claim", "measured", "bar", "direction"]).set_index("claim")
-    table["holds"] = [m > b if d == ">" else m < b for m, b, d in zip(table.measured, table.bar, table.direction)]
+    table = pd.DataFrame(rows, columns=["claim", "measured", "threshold", "direction"]).set_index("claim")
+    table["holds"] = [m > b if d == ">" else m < b for m, b, d in zip(table.measured, table.threshold, table.direction)]
     return table
 
 
 
 def accumulate_claims(accumulate: dict[str, "pd.DataFrame"], replace: dict[str, "pd.DataFrame"], min_slowdown: float,
                       min_gain: float) -> "pd.DataFrame":
-    """What the paper says of accumulate, as (measured, bar, holds): vanilla accumulate ends with more entropy than
-    vanilla replace (real data in every training set slows the slide), and greedy / TDF still keep more entropy than
-    vanilla at the last iteration. Tables as in `collapse_claims`."""
+    """What the paper says of accumulate, as (measured, threshold, holds): vanilla accumulate ends with more entropy
+    than vanilla replace (real data in every training set slows the slide), and greedy / TDF still keep more entropy
+    than vanilla at the last iteration. Tables as in `collapse_claims`."""
     import pandas as pd
 
     last = {s: t["entropy"].iloc[-1] for s, t in accumulate.items()}
@@ -405,15 +467,15 @@ def accumulate_claims(accumulate: dict[str, "pd.DataFrame"], replace: dict[str, 
              last["none"] - replace["none"]["entropy"].iloc[-1], min_slowdown)]
     rows += [(f"{s} keeps entropy under accumulate (nats over vanilla)", last[s] - last["none"], min_gain)
              for s in ("greedy", "tdf") if s in last]
-    table = pd.DataFrame(rows, columns=["claim", "measured", "bar"]).set_index("claim")
-    table["holds"] = table["measured"] > table["bar"]
+    table = pd.DataFrame(rows, columns=["claim", "measured", "threshold"]).set_index("claim")
+    table["holds"] = table["measured"] > table["threshold"]
     return table
 
 def representation_by_iteration(run: CollapseRun, name: str, layer: str = "up_blocks.0.resnets.1.nonlinearity",
                                 timestep: int = 10, pool: str = "max", seed: int = 0, device="cpu") -> "pd.DataFrame":
     """The first paper's prompt-free detector on the loop (notebook 10, beyond the paper): every model k scores its
     own samples (the first N of its pool) with one noised UNet pass, as notebook 05 does. Per iteration: the mean
-    representation std (the detector's score; it also carries the model's activation scale, so it compares models
+    detector score (the mean representation std; it also carries the model's activation scale, so it compares models
     only loosely), the scale-free spikiness (`metrics.spikiness`), and, within the model, the Spearman correlation
     of the score with closeness to the nearest training image (positive: the closer a sample is to a copy, the
     spikier its representation, which is what the detector relies on)."""
@@ -429,7 +491,7 @@ def representation_by_iteration(run: CollapseRun, name: str, layer: str = "up_bl
         reps = noised_representations(model, samples, layer, timestep, pool, seed=seed)[layer]
         score = representation_std(reps)
         closeness = -nearest_train_distances(samples, run.train[k])[0]
-        rows.append({"iteration": k + 1, "representation std": float(score.mean()),
+        rows.append({"iteration": k + 1, "detector score": float(score.mean()),
                      "spikiness": float(spikiness(reps).mean()),
                      "within-model rank corr(score, closeness)": trend(closeness.numpy(), score.numpy())})
     return pd.DataFrame(rows).set_index("iteration")
