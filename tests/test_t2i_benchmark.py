@@ -41,6 +41,22 @@ def test_groups_hold_each_duplicated_caption_with_its_seeds_then_the_others(setu
     assert table["copies its training image"].max() == 0  # an untrained model copies nothing
 
 
+def test_the_steps_notebook06_writes_out_are_generate_groups_and_crisp_controls(setup):
+    pipe, distinct, groups = setup
+    rows, labels = bench.prompt_groups(np.arange(len(distinct)) < 2, 3, 8)
+    prompts = [distinct.captions[i] for i in rows]
+    seeds = bench.generation_seeds(prompts, 0)
+    gen, wen_first, wen_all = bench.generate_recording_guidance(pipe, prompts, seeds, 4, 3.0)
+    assert rows.tolist() == groups.rows.tolist() and labels.tolist() == groups.labels.tolist()
+    assert seeds == groups.seeds
+    np.testing.assert_array_equal(gen.latents, groups.gen.latents)
+    np.testing.assert_array_equal(wen_first, groups.wen_first)
+    np.testing.assert_array_equal(wen_all, groups.wen_all)
+    scorers = bench.control_scorers(pipe, LAYER, 10, "max", 0)
+    table = bench.control_table(scorers, groups, bench.crisp_sets(groups, distinct, 5, 0))
+    pd.testing.assert_frame_equal(table, bench.crisp_controls(pipe, groups, distinct, 5, LAYER, 10, "max", 0))
+
+
 def test_too_many_negatives_is_named(setup):
     pipe, distinct, _ = setup
     with pytest.raises(ParameterError, match="n_negatives"):

@@ -32,6 +32,8 @@ from ..params import ParameterError, check_int
 from ..probes import detection, metrics
 
 PAPER_DETECTOR = "paper (std, empty prompt)"  # the paper's detector's row of `detection.detector_table`
+NEAREST_NEIGHBOUR = "nearest neighbour (1 - d1/d2)"  # the oracle's row (it needs the training set)
+GENERATION_SEED_OFFSET = 1000  # the benchmark's generations start from seed + 1000 (`generation_seeds`)
 WEN_SEED_STRIDE = 100_000  # the extra generations of Wen et al.'s k-generation score start from seed + j * stride
 MIX_KEYS = ("n_distinct", "n_duplicated", "copies", "steps", "batch_size")
 
@@ -151,10 +153,9 @@ def notebook06_model(profile: str, tokenizer, device="cpu"):
     return distinct, train, is_dup, model
 
 
-def generate_groups(pipe, distinct: GlyphSet, is_dup, seeds_per_prompt: int, n_negatives: int, steps: int,
-                    guidance: float, seed: int) -> Groups:
-    """Generate the two groups: every duplicated caption with `seeds_per_prompt` seeds, then the first `n_negatives`
-    captions seen once with one seed each (seeds seed + 1000, + 1001, ... in that order)."""
+def prompt_groups(is_dup, seeds_per_prompt: int, n_negatives: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels) of the benchmark's generations: every duplicated pair's row `seeds_per_prompt` times (label 1),
+    then the first `n_negatives` rows of pairs seen once, one each (label 0). `rows[i]` indexes the distinct pairs."""
     is_dup = np.asarray(is_dup, dtype=bool)
     dup_rows, once = np.flatnonzero(is_dup), np.flatnonzero(~is_dup)
     check_int("seeds_per_prompt", seeds_per_prompt, 1)
@@ -163,11 +164,33 @@ def generate_groups(pipe, distinct: GlyphSet, is_dup, seeds_per_prompt: int, n_n
                              f"{len(once)} captions seen once")
     rows = np.r_[np.tile(dup_rows, seeds_per_prompt), once[:n_negatives]]
     labels = np.r_[np.ones(len(dup_rows) * seeds_per_prompt), np.zeros(n_negatives)].astype(int)
-    prompts = [distinct.captions[i] for i in rows]
-    seeds = pipelines.per_prompt_seeds(prompts, seed + 1000)
+    return rows, labels
+
+
+def generation_seeds(prompts: list[str], seed: int) -> list[int]:
+    """One seed per generation: seed + 1000, + 1001, ... in order (apart from the seeds training used)."""
+    return pipelines.per_prompt_seeds(prompts, seed + GENERATION_SEED_OFFSET)
+
+
+def generate_recording_guidance(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float
+                                ) -> tuple[pipelines.Generations, np.ndarray, np.ndarray]:
+    """(generations, Wen et al.'s norm at the first step, the norm averaged over all steps): one image per prompt,
+    with `detection.record_guidance` listening to every UNet call of the sampler."""
     with detection.record_guidance(pipe) as recorder:
         gen = pipelines.generate(pipe, prompts, seeds=seeds, steps=steps, guidance_scale=guidance)
     wen_first, wen_all = recorder.scores(steps)
+    return gen, wen_first, wen_all
+
+
+def generate_groups(pipe, distinct: GlyphSet, is_dup, seeds_per_prompt: int, n_negatives: int, steps: int,
+                    guidance: float, seed: int) -> Groups:
+    """Generate the two groups: every duplicated caption with `seeds_per_prompt` seeds, then the first `n_negatives`
+    captions seen once with one seed each (seeds seed + 1000, + 1001, ... in that order). The steps, which notebook 06
+    writes out: `prompt_groups`, `generation_seeds`, `generate_recording_guidance`, `metrics.nn_distance_ratio`."""
+    rows, labels = prompt_groups(is_dup, seeds_per_prompt, n_negatives)
+    prompts = [distinct.captions[i] for i in rows]
+    seeds = generation_seeds(prompts, seed)
+    gen, wen_first, wen_all = generate_recording_guidance(pipe, prompts, seeds, steps, guidance)
     ratio, nearest = metrics.nn_distance_ratio(gen.images, distinct.images)
     return Groups(prompts, rows, labels, seeds, gen, wen_first, wen_all, ratio, nearest, steps)
 
@@ -194,30 +217,46 @@ def wen_scores(pipe, groups: Groups, generations: int) -> np.ndarray:
     return np.mean(runs, axis=0)
 
 
+def timed(unet_calls: int, detector, *args, **kwargs) -> dict:
+    """Run one detector, `detector(*args, **kwargs)` -> a score per generation, and time it: {"scores", "seconds",
+    "unet_calls"} (its UNet evaluations per generation), a row of `detection.detector_table`."""
+    t0 = time.perf_counter()
+    scores = np.asarray(detector(*args, **kwargs))
+    return {"scores": scores, "seconds": time.perf_counter() - t0, "unet_calls": unet_calls}
+
+
+def recorded_wen(groups: Groups) -> dict:
+    """Wen et al.'s norm averaged over every sampling step, recorded while the groups were generated: its cost is the
+    whole generation (2 UNet calls per step), in `timed`'s form."""
+    return {"scores": groups.wen_all, "seconds": groups.gen.seconds, "unet_calls": 2 * groups.steps}
+
+
+def nearest_neighbour_scores(images: torch.Tensor, train_images: torch.Tensor) -> np.ndarray:
+    """The oracle that needs the training set: 1 - d1/d2 of each image against `train_images`."""
+    return 1 - metrics.nn_distance_ratio(images, train_images)[0].numpy()
+
+
+def check_first_step(wen_first_scores: np.ndarray, groups: Groups) -> None:
+    """Wen et al.'s one-step score, recomputed on its own (`wen_scores(pipe, groups, 1)`), must equal the first step
+    recorded during generation: a check that the two code paths measure the same thing."""
+    if not np.allclose(wen_first_scores, groups.wen_first, rtol=1e-4, atol=1e-5):
+        raise RuntimeError("Wen et al.'s one-step score differs from the first step recorded during generation")
+
+
 def compare_detectors(pipe, groups: Groups, train_images: torch.Tensor, layer: str, timestep: int, pool: str,
                       seed: int, wen_generations: int = 4) -> dict[str, dict]:
-    """Every detector on the same generations, timed: {name: {"scores", "seconds", "unet_calls"}} for
-    `detection.detector_table`. The one-step Wen score is recomputed on its own and must equal the first step recorded
-    during generation (a check that the two code paths measure the same thing)."""
-    results = {}
-
-    def timed(name, unet_calls, score):
-        t0 = time.perf_counter()
-        scores = score()
-        results[name] = {"scores": np.asarray(scores), "seconds": time.perf_counter() - t0, "unet_calls": unet_calls}
-
-    timed(PAPER_DETECTOR, 1,
-          lambda: detection.paper_scores(pipe, groups.gen.latents, layer, timestep=timestep, pool=pool, seed=seed))
-    timed("Wen et al., first step", 2, lambda: wen_scores(pipe, groups, 1))
-    if not np.allclose(results["Wen et al., first step"]["scores"], groups.wen_first, rtol=1e-4, atol=1e-5):
-        raise RuntimeError("Wen et al.'s one-step score differs from the first step recorded during generation")
+    """Every detector on the same generations, timed (`timed`): {name: {"scores", "seconds", "unet_calls"}} for
+    `detection.detector_table`, in the order notebook 06 writes them out. The one-step Wen score is checked against
+    the first step recorded during generation (`check_first_step`)."""
+    results = {PAPER_DETECTOR: timed(1, detection.paper_scores, pipe, groups.gen.latents, layer, timestep=timestep,
+                                     pool=pool, seed=seed),
+               "Wen et al., first step": timed(2, wen_scores, pipe, groups, 1)}
+    check_first_step(results["Wen et al., first step"]["scores"], groups)
     if wen_generations > 1:
-        timed(f"Wen et al., first step, {wen_generations} generations", 2 * wen_generations,
-              lambda: wen_scores(pipe, groups, wen_generations))
-    results["Wen et al., all steps"] = {"scores": groups.wen_all, "seconds": groups.gen.seconds,
-                                        "unet_calls": 2 * groups.steps}
-    timed("nearest neighbour (1 - d1/d2)", 0,
-          lambda: 1 - metrics.nn_distance_ratio(groups.gen.images, train_images)[0].numpy())
+        results[f"Wen et al., first step, {wen_generations} generations"] = timed(
+            2 * wen_generations, wen_scores, pipe, groups, wen_generations)
+    results["Wen et al., all steps"] = recorded_wen(groups)
+    results[NEAREST_NEIGHBOUR] = timed(0, nearest_neighbour_scores, groups.gen.images, train_images)
     return results
 
 
@@ -268,19 +307,29 @@ def control_summary(scores: np.ndarray, labels: np.ndarray, control_scores: np.n
                                                         np.r_[np.ones(len(memorized)), np.zeros(len(control_scores))])}
 
 
-def crisp_controls(pipe, groups: Groups, distinct: GlyphSet, n_control: int, layer: str, timestep: int, pool: str,
-                   seed: int) -> pd.DataFrame:
-    """`control_summary` for two crisp image sets, `n_control` rendered glyphs whose captions the model never saw
-    (`glyphs.unseen`) and the training images of the negatives' captions (seen once), each scored two ways: the
-    paper's detector from images, as the paper runs it, and cleanliness alone (`glyphs.off_palette`, negated), the
-    confound the control must catch. Generations are scored from their decoded images too, so both sides of every
-    comparison went through the same path. Index: (score, crisp images)."""
-    from ..data.glyphs import off_palette, unseen
+def crisp_sets(groups: Groups, distinct: GlyphSet, n_control: int, seed: int) -> dict[str, torch.Tensor]:
+    """The control's two sets of crisp images: `n_control` rendered glyphs whose captions the model never saw
+    (`glyphs.unseen`, seed + 1) and the training images of the negatives' captions (seen once)."""
+    from ..data.glyphs import unseen
 
-    crisp = {"never trained on": unseen(n_control, distinct.image_size, distinct.captions, seed + 1).images,
-             "trained on once": distinct.images[groups.rows[groups.labels == 0]]}
-    scorers = {"paper's detector": lambda x: detection.paper_scores_from_images(pipe, x, layer, timestep, pool, seed),
-               "cleanliness (a confound)": lambda x: -off_palette(x).numpy()}
+    return {"never trained on": unseen(n_control, distinct.image_size, distinct.captions, seed + 1).images,
+            "trained on once": distinct.images[groups.rows[groups.labels == 0]]}
+
+
+def control_scorers(pipe, layer: str, timestep: int, pool: str, seed: int) -> dict:
+    """The two scores of the control, each a function of decoded images: the paper's detector from images, as the
+    paper runs it (`detection.paper_scores_from_images`), and cleanliness alone (`glyphs.off_palette`, negated), the
+    confound the control must catch."""
+    from ..data.glyphs import off_palette
+
+    return {"paper's detector": lambda x: detection.paper_scores_from_images(pipe, x, layer, timestep, pool, seed),
+            "cleanliness (a confound)": lambda x: -off_palette(x).numpy()}
+
+
+def control_table(scorers: dict, groups: Groups, crisp: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """`control_summary` of every score in `scorers` against every crisp set in `crisp`. Generations are scored from
+    their decoded images too, so both sides of every comparison went through the same path. Index: (score, crisp
+    images)."""
     rows = []
     for score_name, score in scorers.items():
         on_generations = score(groups.gen.images)
@@ -289,6 +338,14 @@ def crisp_controls(pipe, groups: Groups, distinct: GlyphSet, n_control: int, lay
                          "AUROC memorized vs other": metrics.auroc(on_generations, groups.labels),
                          **control_summary(on_generations, groups.labels, score(images))})
     return pd.DataFrame(rows).set_index(["score", "crisp images"])
+
+
+def crisp_controls(pipe, groups: Groups, distinct: GlyphSet, n_control: int, layer: str, timestep: int, pool: str,
+                   seed: int) -> pd.DataFrame:
+    """The crisp-image control (`control_table` of `control_scorers` on `crisp_sets`), the steps notebook 06 writes
+    out: two crisp image sets, each scored by the paper's detector and by cleanliness alone."""
+    return control_table(control_scorers(pipe, layer, timestep, pool, seed), groups,
+                         crisp_sets(groups, distinct, n_control, seed))
 
 
 def paper_control(controls: pd.DataFrame) -> pd.Series:
