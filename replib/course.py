@@ -54,8 +54,7 @@ def lesson_time(notebook: str, path: Path = MEASURED) -> str:
     times = load_times(path)
     cold, cached = _entry(times["cold"], notebook), _entry(times["cached"], notebook)
     if cold is None and cached is None:
-        return (f"**Time:** not measured yet for notebook {notebook}: it trains its own models, so a first run "
-                "takes longer than a run with them cached.")
+        return f"**Time:** not measured yet for notebook {notebook}."
     parts = []
     if cold is not None:
         parts.append(f"about **{duration(cold['seconds'])}** from scratch (it trains its models)")
