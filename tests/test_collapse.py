@@ -236,3 +236,28 @@ def test_accumulate_claims_hold_for_copying_and_fail_without_selection():
     claims = collapse.accumulate_claims({"none": tiny_run("none", sampler=fresh_samples, paradigm="accumulate",
                                                            name="fresh-acc").table()}, fresh, 2.0, 1.0)
     assert not claims["holds"].any(), claims
+
+
+def test_arms_trained_in_worker_processes_are_the_arms_one_process_trains(tmp_path, monkeypatch):
+    """run_arms with 2 workers (spawned, one torch thread each) gives bitwise the pools of one 1-thread process, and
+    the checkpoints it leaves are the same files: every model trained once, then read back."""
+    from replib.data import digits
+
+    images, _ = digits.load_images("digits")
+    real = digits.as_image_batch(images[:200], digits.IMAGE_SHAPES["digits"])
+    cfgs = [collapse.CollapseConfig(paradigm="replace", selection=s, n=16, iterations=2, steps=20, sampler_steps=3)
+            for s in ("none", "tdf")]
+    runs, files = {}, {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the one process trains with one thread, as each worker does
+    try:
+        for workers in (2, 1):
+            cache = tmp_path / f"cache{workers}"
+            monkeypatch.setenv("REPLIB_CACHE", str(cache))
+            runs[workers] = collapse.run_arms("t", real, cfgs, workers=workers, progress=False)
+            files[workers] = sorted(p.name for p in cache.rglob("*.pt"))
+    finally:
+        torch.set_num_threads(threads)
+    assert files[2] == files[1] and len(files[1]) == 2 + 2 * 2  # a model and a pool: the shared first, then one per arm
+    for par, seq in zip(runs[2], runs[1]):
+        assert all(torch.equal(a, b) for a, b in zip(par.pool, seq.pool))
