@@ -126,6 +126,12 @@ def compare(got: Any, want: Any, case: str, rtol: float = 1e-4, atol: float = 1e
     raise ExerciseFailed(f"on {case} {int((~close).sum())} of {close.size} values differ from the reference")
 
 
+def compare_all(answer: Callable, reference: Callable, cases: list[tuple], **compare_kw: Any) -> None:
+    """`compare(answer(*args), reference(*args), case)` for every `(case, *args)` in `cases`."""
+    for case, *args in cases:
+        compare(answer(*args), reference(*args), case, **compare_kw)
+
+
 # ---- the fixtures: small cases on which the plausible wrong answers differ from the right one ----------------------
 
 def _simplex(n: int = 5, d: int = 16, seed: int = 0) -> torch.Tensor:
@@ -155,8 +161,7 @@ def _check_stored_scale(answer, x=None, sigma=None, lam=None):
               torch.cat([_random((7, 10), 1), 0.01 * _random((1, 10), 2)]), 0.2, 0.5)]
     if x is not None:
         cases.append(("the notebook's training images", x, sigma, lam))
-    for case, xs, s, lm in cases:
-        compare(answer(xs, s, lm), memorization_scales(xs, s, lm), case)
+    compare_all(answer, memorization_scales, cases)
 
 
 @_exercise("01.2", "the separation margin",
@@ -188,8 +193,7 @@ def _check_top1(answer, h=None):
              ("random non-negative rows", _random((6, 10), 16).relu())]
     if h is not None:
         cases.append(("the notebook's representations", h))
-    for case, hs in cases:
-        compare(answer(hs), top1_share(hs), case)
+    compare_all(answer, top1_share, cases)
 
 
 # ---- 02 --------------------------------------------------------------------------------------------------------------
@@ -207,8 +211,7 @@ def _check_spikiness(answer, h=None):
              ("random non-negative rows", _random((5, 12), 4).relu() + 0.01)]
     if h is not None:
         cases.append(("the notebook's representations", h))
-    for case, hs in cases:
-        compare(answer(hs), spikiness(hs), case)
+    compare_all(answer, spikiness, cases)
 
 
 # ---- 03 --------------------------------------------------------------------------------------------------------------
@@ -226,8 +229,7 @@ def _check_best_cosine(answer, x=None, W=None):
     cases = [("5 images and 8 columns of different lengths, two of them copies", xs, w)]
     if x is not None:
         cases.append(("the notebook's images and weights", x, W))
-    for case, xx, ww in cases:
-        compare(answer(xx, ww), best_column_cosine(xx, ww)[0], case, rtol=1e-4, atol=1e-5)
+    compare_all(answer, lambda xx, ww: best_column_cosine(xx, ww)[0], cases, rtol=1e-4, atol=1e-5)
 
 
 # ---- 05 --------------------------------------------------------------------------------------------------------------
@@ -319,8 +321,7 @@ def _check_wen(answer, eps=None):
     cases = [("a batch of 4 captions, 3x8x8 predictions", _random((8, 3, 8, 8), 14))]
     if eps is not None:
         cases.append(("the notebook's first-step prediction", eps))
-    for case, e in cases:
-        compare(answer(e), guidance_norms(e), case)
+    compare_all(answer, guidance_norms, cases)
 
 
 # ---- 07 --------------------------------------------------------------------------------------------------------------
