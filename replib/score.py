@@ -6,13 +6,17 @@
     accelerate launch -m replib.score --set nonmemorized --out results/nmem.csv         # prompts sharded over GPUs
     torchrun --standalone --nproc_per_node 2 -m replib.score --set memorized --out m.csv  # the same (CPUs: gloo)
 
-Each prompt i gets seed `--seed + i`, for its generation and for the detector's noise (the same image and score
+Each prompt i gets seed `--seed + i` for its generation; the detector draws its noise for that seed from its own
+stream (`detection.detector_seed`), never the generation's starting noise (the same image and score
 whichever process or batch it lands in), one generation through `pipelines.generate`, and a row per prompt: the
 paper's score (`detection.paper_scores`), Wen et al.'s first-step
 and all-step guidance norms (recorded during that same generation), seconds, and the model it came from. Rows are
 appended after every batch, so an interrupted run loses at most one batch; a new run skips every prompt index
-already in the output (all shards). With `--from-images` (as notebook 08 scores) the paper's score is computed as
-the paper computes it: from the decoded image, re-encoded with the VAE, instead of from the sampler's latent.
+already in the output (all shards). The paper's score is computed as the authors compute it: from the decoded image,
+rounded to 8 bits as a saved PNG is, brought to the model's resolution and encoded with a seeded sample of the VAE
+posterior (`detection.paper_scores_from_images`): one VAE encoder pass and one UNet pass per image.
+`--from-latents` scores the sampler's latent instead (one UNet pass, no encoder; a shortcut the authors do not take:
+it skips what saving and re-encoding change).
 
 `--images DIR` scores every image file in a folder with the paper's detector alone (no prompt, no generation): a
 row per file, with a seed derived from the file name so a file keeps its score whatever else is in the folder;
@@ -87,9 +91,10 @@ def _append(path: Path, rows: list[dict], fields: list[str] = FIELDS) -> None:
 
 
 def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str, ...], steps: int,
-                guidance_scale: float, layer: str, timestep: int, from_images: bool = False) -> list[dict]:
+                guidance_scale: float, layer: str, timestep: int, from_latents: bool = False) -> list[dict]:
     """Generate `prompts` with `seeds` and score each generation; one dict per prompt (scores missing = NaN).
-    from_images: the paper's score of the decoded image re-encoded by the pipeline, else of the sampler's latent."""
+    The paper's score is of the decoded image after an 8-bit round trip (`pipelines.to_8bit`), re-encoded by the
+    pipeline; from_latents: of the sampler's latent instead."""
     from .models import pipelines
     from .probes import detection
 
@@ -99,10 +104,11 @@ def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str
     first, mean = rec.scores(steps) if guidance_scale > 1 else ([float("nan")] * len(prompts),) * 2
     if "paper" not in detectors:
         paper = [float("nan")] * len(prompts)
-    elif from_images:
-        paper = detection.paper_scores_from_images(pipe, gen.images, layer, timestep, seed=list(seeds))
-    else:
+    elif from_latents:
         paper = detection.paper_scores(pipe, gen.latents, layer, timestep, seed=list(seeds))
+    else:
+        paper = detection.paper_scores_from_images(pipe, pipelines.to_8bit(gen.images), layer, timestep,
+                                                   seed=list(seeds))
     seconds = (time.perf_counter() - t0) / len(prompts)
     wen = "wen" in detectors
     return [{"prompt": p, "seed": s, "paper": float(paper[i]), "wen_first": float(first[i]) if wen else float("nan"),
@@ -112,7 +118,7 @@ def score_batch(pipe, prompts: list[str], seeds: list[int], detectors: tuple[str
 
 def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps: int = 50, guidance_scale: float = 7.5,
         seed: int = 0, batch_size: int = 4, layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
-        progress: bool = True, from_images: bool = False) -> pd.DataFrame:
+        progress: bool = True, from_latents: bool = False) -> pd.DataFrame:
     """Score every prompt not yet in `out`; returns all results so far. Works alone or under `accelerate launch`."""
     from accelerate import PartialState
 
@@ -130,7 +136,7 @@ def run(prompts: list[str], out: str | Path, loaded, detectors=DETECTORS, steps:
         batches = [mine[k:k + batch_size] for k in range(0, len(mine), batch_size)]
         for batch in bar(batches, desc=f"scoring (process {state.process_index})", disable=not progress):
             rows = score_batch(loaded.pipe, [prompts[i] for i in batch], [seed + i for i in batch], tuple(detectors),
-                               steps, guidance_scale, layer, timestep, from_images)
+                               steps, guidance_scale, layer, timestep, from_latents)
             _append(target, [{"index": i, **r, "model": loaded.source, "standin": loaded.standin}
                              for i, r in zip(batch, rows)])
     state.wait_for_everyone()
@@ -259,8 +265,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--layer", default=DETECTOR_LAYER)
     ap.add_argument("--timestep", type=int, default=DETECTOR_TIMESTEP)
-    ap.add_argument("--from-images", action="store_true",
-                    help="score the decoded image re-encoded by the VAE (as the paper does), not the sampler's latent")
+    ap.add_argument("--from-latents", action="store_true",
+                    help="score the sampler's latent (one UNet pass) instead of the saved image re-encoded by the VAE "
+                         "(the paper's recipe and the default: one VAE encoder pass more)")
     ap.add_argument("--strict", action="store_true",
                     help="with --images: exit with status 1 when any file was skipped (default: 0, and a list)")
     ap.add_argument("--retry-skipped", action="store_true",
@@ -299,7 +306,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print("STAND-IN MODE: small random weights with SD1.4's shape; the scores are NOT meaningful.")
     loaded.pipe.to(state.device)
     results = run(prompts, args.out, loaded, args.detectors, args.steps, args.guidance, args.seed, args.batch_size,
-                  args.layer, args.timestep, from_images=args.from_images)
+                  args.layer, args.timestep, from_latents=args.from_latents)
     print(f"{len(results)} of {len(prompts)} prompts scored in {args.out}")
     return results
 

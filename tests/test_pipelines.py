@@ -209,3 +209,38 @@ def test_abruptness_tells_a_jump_from_a_smooth_move():
                                       [], 0.0) for k, a in enumerate(alphas)}
     shape = steering.abruptness(sweep)
     assert shape[0] == pytest.approx(0.25) and shape[1] == pytest.approx(1.0) and np.isnan(shape[2])
+
+
+def test_detector_noise_is_not_the_generations_starting_noise(pipe, monkeypatch):
+    """The detector draws its own noise (`detection.detector_seed`), never the noise a generation with the same seed
+    started from, whether it scores latents or images; the starting noise itself is what `generate` uses (the Wen
+    first-step check ties the two). The coupled draw (the seed's own generator) is what this test would catch."""
+    seeds = [0, 1, 2]
+    start = pipelines.starting_noise(pipe, seeds)
+    coupled = torch.stack([torch.randn(start.shape[1:], generator=torch.Generator().manual_seed(s)) for s in seeds])
+    assert torch.equal(coupled, start)  # the draw this test rejects: row for row the starting noise
+    used = []
+    real = detection.noise_for
+    monkeypatch.setattr(detection, "noise_for", lambda shape, seed: used.append(real(shape, seed)) or used[-1])
+    gen = pipelines.generate(pipe, PROMPTS, seeds, steps=2, guidance_scale=3.0, progress=False)
+    detection.paper_scores(pipe, gen.latents, LAYER, seed=seeds)
+    detection.paper_scores_from_images(pipe, gen.images, LAYER, seed=seeds)
+    assert len(used) == 2
+    for noise in used:
+        assert noise.shape == start.shape
+        for i in range(len(seeds)):
+            assert not torch.allclose(noise[i], start[i]), f"seed {seeds[i]}: detector noise equals the starting noise"
+            assert abs(torch.corrcoef(torch.stack([noise[i].flatten(), start[i].flatten()]))[0, 1]) < 0.2
+    assert detection.detector_seed(0) != 0 and len({detection.detector_seed(s) for s in range(1000)}) == 1000
+    # the first-step Wen score, computed from `starting_noise`, equals the step generation recorded
+    with detection.record_guidance(pipe) as rec:
+        pipelines.generate(pipe, PROMPTS, seeds, steps=2, guidance_scale=3.0, progress=False)
+    assert np.allclose(detection.wen_first_step_scores(pipe, PROMPTS, seeds, steps=2), rec.scores(2)[0], rtol=1e-4)
+
+
+def test_explicit_detector_noise_must_match_the_samples(pipe):
+    gen = pipelines.generate(pipe, PROMPTS, [0, 1, 2], steps=2, guidance_scale=3.0, progress=False)
+    own = pipelines.starting_noise(pipe, [0, 1, 2])
+    assert np.isfinite(detection.paper_scores(pipe, gen.latents, LAYER, noise=own)).all()
+    with pytest.raises(ValueError, match="noise has shape"):
+        detection.paper_scores(pipe, gen.latents, LAYER, noise=own[:2])

@@ -6,6 +6,7 @@ import torch
 
 from replib import score
 from replib.models import sd14
+from replib.probes import detection
 
 PROMPTS = ["a photo of a cat", "an old man", "a red car", "a bowl of soup", "a castle at night"]
 
@@ -300,3 +301,46 @@ def test_library_call_names_the_bad_file_and_the_reason(loaded, web_folder, unre
     for channels in (1, 3):
         assert torch.equal(pipelines.to_pixels([web_folder / "deep.png"], channels, 16),
                            pipelines.to_pixels([tmp_path / "deep8.png"], channels, 16))
+
+
+def test_prompt_scores_follow_the_authors_recipe_by_default(loaded, tmp_path, monkeypatch):
+    """By default the paper's score is of the generated image as a saved PNG keeps it (8 bits), re-encoded with a
+    seeded sample of the VAE posterior; `--from-latents` scores the sampler's latent. Each equals the library call it
+    names, and the two differ (so the default is not the latent path under another name)."""
+    from replib.models import pipelines
+
+    seeds = [0, 1]
+    gen = pipelines.generate(loaded.pipe, PROMPTS[:2], seeds, 2, 7.5, progress=False)
+    images = detection.paper_scores_from_images(loaded.pipe, pipelines.to_8bit(gen.images), seed=seeds)
+    latents = detection.paper_scores(loaded.pipe, gen.latents, seed=seeds)
+    monkeypatch.setattr(sd14, "load_or_standin", lambda *a, **k: loaded)
+    base = ["--prompts", str(tmp_path / "p.txt"), "--mode", "standin", "--steps", "2", "--device", "cpu"]
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS[:2]) + "\n")
+    default = score.main(base + ["--out", str(tmp_path / "d.csv")])
+    shortcut = score.main(base + ["--out", str(tmp_path / "l.csv"), "--from-latents"])
+    assert np.allclose(default["paper"], images, rtol=1e-4) and np.allclose(shortcut["paper"], latents, rtol=1e-4)
+    assert not np.allclose(default["paper"], shortcut["paper"], rtol=1e-3)
+    with pytest.raises(SystemExit):
+        score.main(base + ["--out", str(tmp_path / "x.csv"), "--from-images"])  # the old flag is gone
+
+
+def test_images_are_rounded_to_8_bits_and_encoded_with_a_seeded_posterior_sample(loaded):
+    from replib.models import pipelines
+
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    q = pipelines.to_8bit(x)
+    levels = (q + 1) * 127.5
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and (q - x).abs().max() <= 1 / 127.5
+    assert torch.equal(pipelines.to_8bit(q), q)
+    pipe = loaded.pipe
+    size = pipelines.pixel_shape(pipe)[1]
+    x = torch.rand(3, 3, size, size) * 2 - 1
+    mean = pipelines.encode(pipe, x)
+    a, b = pipelines.encode(pipe, x, [5, 6, 7]), pipelines.encode(pipe, x, [5, 6, 7])
+    assert torch.equal(a, b) and not torch.allclose(a, mean)  # seeded, and a sample rather than the mean
+    assert torch.allclose(pipelines.encode(pipe, x[1:], [6, 7]), a[1:], atol=1e-5)  # per image, not per batch
+    assert not torch.allclose(pipelines.encode(pipe, x, [8, 9, 10]), a)
+    with pytest.raises(ValueError, match="encoder seeds"):
+        pipelines.encode(pipe, x, [1])
+    # the detector's three streams (generation, VAE sample, noise) never share a seed
+    assert len({0, detection.detector_seed(0), detection.encoder_seed(0)}) == 3

@@ -143,3 +143,14 @@ def test_start_names_bad_notebook_parameters_and_loads_the_standin(monkeypatch):
     start = sd14_run.start("standin", "", "cpu", "auto", 0, 1, {"memorized": "memorized"})
     assert start.loaded.standin and start.pipe is start.loaded.pipe and start.tag == sd14_run.tag(start.loaded)
     assert list(start.sets) == ["memorized"] and "STAND-IN" in repr(start.banner)
+
+
+def test_real_mode_settings_are_the_authors():
+    """With the real weights, 08 averages Wen et al.'s first step over 4 starting noises (their `detect_mem.py`) and
+    09 builds the concept from 50 reference portraits (their `SD_steering.ipynb`); the stand-in keeps a small number."""
+    from replib.execute import notebook_parameters
+
+    p08, p09 = notebook_parameters("08", "full"), notebook_parameters("09", "full")
+    assert p08["WEN_GENERATIONS"] == 4
+    assert p09["N_REFERENCE"] == 50 and p09["STANDIN_REFERENCE"] < 50
+    assert (p09["STEPS"], p09["WINDOW"]) == (40, [18, 37])

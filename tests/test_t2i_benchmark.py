@@ -70,7 +70,7 @@ def test_every_detector_scores_the_same_generations(setup):
                              "Wen et al., all steps", "nearest neighbour (1 - d1/d2)"]
     assert [r["unet_calls"] for r in results.values()] == [1, 2, 4, 2 * 4, 0]
     one, two = results["Wen et al., first step"]["scores"], results["Wen et al., first step, 2 generations"]["scores"]
-    second = detection.wen_first_step_scores(pipe, groups.prompts, [s + bench.WEN_SEED_STRIDE for s in groups.seeds], 4)
+    second = detection.wen_first_step_scores(pipe, groups.prompts, [s + detection.WEN_SEED_STRIDE for s in groups.seeds], 4)
     np.testing.assert_allclose(two, (one + second) / 2, rtol=1e-5)
     assert not np.allclose(one, two)
     table = detection.detector_table(results, groups.labels)

@@ -34,7 +34,6 @@ from ..probes import detection, metrics
 PAPER_DETECTOR = "paper (std, empty prompt)"  # the paper's detector's row of `detection.detector_table`
 NEAREST_NEIGHBOUR = "nearest neighbour (1 - d1/d2)"  # the oracle's row (it needs the training set)
 GENERATION_SEED_OFFSET = 1000  # the benchmark's generations start from seed + 1000 (`generation_seeds`)
-WEN_SEED_STRIDE = 100_000  # the extra generations of Wen et al.'s k-generation score start from seed + j * stride
 MIX_KEYS = ("n_distinct", "n_duplicated", "copies", "steps", "batch_size")
 
 
@@ -209,12 +208,9 @@ def unconditional_copies(pipe, distinct: GlyphSet, is_dup, n: int, steps: int, s
 
 
 def wen_scores(pipe, groups: Groups, generations: int) -> np.ndarray:
-    """Wen et al.'s first-step norm averaged over `generations` starting noises per prompt (theirs: n = 1 and 4): the
-    generation's own seed, then seed + j * WEN_SEED_STRIDE."""
-    check_int("generations", generations, 1)
-    runs = [detection.wen_first_step_scores(pipe, groups.prompts, [s + j * WEN_SEED_STRIDE for s in groups.seeds],
-                                            steps=groups.steps) for j in range(generations)]
-    return np.mean(runs, axis=0)
+    """Wen et al.'s first-step norm averaged over `generations` starting noises per prompt
+    (`detection.wen_first_step_averaged`), starting from each generation's own seed."""
+    return detection.wen_first_step_averaged(pipe, groups.prompts, groups.seeds, groups.steps, generations)
 
 
 def timed(unet_calls: int, detector, *args, **kwargs) -> dict:

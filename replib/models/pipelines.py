@@ -42,13 +42,27 @@ def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(pipe, images: torch.Tensor) -> torch.Tensor:
-    """Pixels in [-1, 1] -> model space (the VAE posterior's mean, scaled; the identity without a VAE)."""
+def encode(pipe, images: torch.Tensor, seeds: list[int] | None = None) -> torch.Tensor:
+    """Pixels in [-1, 1] -> model space, scaled (the identity without a VAE). With `seeds` (one per image) a sample of
+    the VAE posterior drawn with each seed's own generator (`latent_dist.sample()`, as the paper's authors encode);
+    without, the posterior's mean."""
     if not has_vae(pipe):
         return images.float()
     vae = pipe.vae
     dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
-    return (dist.mean * vae.config.scaling_factor).float().cpu()
+    if seeds is None:
+        z = dist.mean
+    else:
+        if len(seeds) != len(images):
+            raise ValueError(f"{len(images)} images but {len(seeds)} encoder seeds")
+        z = dist.sample(generator=[torch.Generator().manual_seed(int(s)) for s in seeds])
+    return (z * vae.config.scaling_factor).float().cpu()
+
+
+def to_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] rounded to the 256 levels an 8-bit PNG stores, still in [-1, 1]: what a saved image keeps
+    of a generation (the decoded tensor carries more precision than any file)."""
+    return torch.round((images.float().clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
 def pixel_shape(pipe) -> tuple[int, int]:
@@ -149,11 +163,12 @@ def to_pixels(images, channels: int = 3, size: int | None = None) -> torch.Tenso
     return torch.from_numpy(np.stack(arrays))
 
 
-def encode_images(pipe, images) -> torch.Tensor:
+def encode_images(pipe, images, seeds: list[int] | None = None) -> torch.Tensor:
     """Images in any form `to_pixels` takes -> model space, at the pipeline's own resolution (`pixel_shape`): what
-    the paper's detector reads when it starts from an image rather than from the sampler's latent."""
+    the paper's detector reads when it starts from an image rather than from the sampler's latent. `seeds`: sample
+    the VAE posterior (see `encode`)."""
     channels, size = pixel_shape(pipe)
-    return encode(pipe, to_pixels(images, channels, size))
+    return encode(pipe, to_pixels(images, channels, size), seeds)
 
 
 @torch.no_grad()
@@ -169,6 +184,16 @@ def per_prompt_seeds(prompts: list[str], seeds: list[int] | int) -> list[int]:
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     return seeds
+
+
+def starting_noise(pipe, seeds: list[int]) -> torch.Tensor:
+    """The latents (n, C, size, size) that `generate` starts sampling from for `seeds` (before the scheduler's
+    `init_noise_sigma`): one `randn` per seed from its own generator, as diffusers' `randn_tensor` draws them for a
+    list of generators."""
+    unet = pipe.unet
+    size = unet.config.sample_size
+    return torch.cat([torch.randn((1, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(int(s)))
+                      for s in seeds])
 
 
 @torch.no_grad()

@@ -22,25 +22,47 @@ from .metrics import representation_std, spikiness
 from .representations import capture_features
 
 
+DETECTOR_STREAM = 0xDE7EC7  # spawn key of the detector's seed stream (`detector_seed`)
+
+
+def detector_seed(seed: int) -> int:
+    """The seed the detector's noise is drawn with for `seed`: a separate stream (numpy's `SeedSequence` with its own
+    spawn key), so the detector never adds the very noise a generation with the same seed started from. The authors
+    draw fresh noise (`randn_like`); reusing the starting noise would put a memorized sample's noised input almost on
+    its own sampling path (notebook 06 measures the difference)."""
+    state = np.random.SeedSequence(int(seed), spawn_key=(DETECTOR_STREAM,)).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1  # 62 bits: a valid torch seed
+
+
+def encoder_seed(seed: int) -> int:
+    """The seed of the VAE posterior sample for `seed` (`pipelines.encode`): a third stream, apart from the
+    generation's and the detector's noise."""
+    state = np.random.SeedSequence(int(seed), spawn_key=(DETECTOR_STREAM, 1)).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
 def noise_for(shape: torch.Size | tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
-    """Gaussian noise of `shape` (n, ...): from one generator seeded `seed`, or, for a list of n seeds, row i from its
-    own generator seeded seed[i] (so row i does not depend on which other rows share the batch)."""
-    if isinstance(seed, int):
-        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    """The detector's Gaussian noise of `shape` (n, ...), from the detector's own stream (`detector_seed`): one
+    generator for an int `seed`, or, for a list of n seeds, row i from its own generator for seed[i] (so row i does
+    not depend on which other rows share the batch)."""
+    if isinstance(seed, (int, np.integer)):
+        return torch.randn(shape, generator=torch.Generator().manual_seed(detector_seed(seed)))
     seeds = list(seed)
     if len(seeds) != shape[0]:
         raise ValueError(f"{shape[0]} samples but {len(seeds)} noise seeds")
-    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(detector_seed(s)))
+                        for s in seeds])
 
 
 @torch.no_grad()
 def noised_representations(unet: torch.nn.Module, x0: torch.Tensor, layers: list[str] | str, timestep: int = 10,
                            pool: str = "max", seed: int | list[int] = 0, num_train_timesteps: int = 1000,
-                           unet_kwargs: dict | None = None, batch_size: int = 128, scheduler=None
-                           ) -> dict[str, torch.Tensor]:
+                           unet_kwargs: dict | None = None, batch_size: int = 128, scheduler=None,
+                           noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Pooled activations (n, channels) of `layers` for one UNet pass on x0 noised to `timestep` (DDPM forward
     process, `scheduler.add_noise`, noise seeded by `seed` so the same image always gets the same score; a list of
     seeds, one per image, makes each image's noise independent of the batch it is scored in, see `noise_for`).
+    `noise` (same shape as x0) replaces the seeded draw: e.g. each sample's own starting noise, for a control.
 
     `scheduler` sets the noise schedule (default: diffusers' `DDPMScheduler` with its default linear betas; pass the
     pipeline's scheduler for Stable Diffusion). Tensors in `unet_kwargs` with batch size 1 (e.g. the empty prompt's
@@ -52,7 +74,10 @@ def noised_representations(unet: torch.nn.Module, x0: torch.Tensor, layers: list
     check_int("timestep", timestep, 0, num_train_timesteps - 1)
     layers = [layers] if isinstance(layers, str) else list(layers)
     scheduler = scheduler or DDPMScheduler(num_train_timesteps=num_train_timesteps)
-    noise = noise_for(x0.shape, seed)
+    if noise is None:
+        noise = noise_for(x0.shape, seed)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, the samples {tuple(x0.shape)}")
     param = next(unet.parameters())
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for start in range(0, len(x0), batch_size):
@@ -97,7 +122,8 @@ def resnet_activation_layers(unet: torch.nn.Module) -> list[str]:
 # --- Detectors for any StableDiffusionPipeline (the kit's glyph model or SD1.4) ---------------------------------------
 
 def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, timestep: int = 10, pool: str = "max",
-                          seed: int | list[int] = 0, batch_size: int = 32) -> dict[str, torch.Tensor]:
+                          seed: int | list[int] = 0, batch_size: int = 32, noise: torch.Tensor | None = None
+                          ) -> dict[str, torch.Tensor]:
     """What the paper's detector looks at: the pooled activations (n, channels) of `layers` for model-space samples
     (`Generations.latents`; use `pipelines.encode` for images from elsewhere) noised to `timestep` with the
     pipeline's own noise schedule, in one UNet pass with the **empty** prompt."""
@@ -108,27 +134,37 @@ def paper_representations(pipe, latents: torch.Tensor, layers: list[str] | str, 
     empty = prompt_embeddings(pipe, [""])
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     return noised_representations(pipe.unet, latents, layers, timestep, pool, seed, batch_size=batch_size,
-                                  scheduler=scheduler, unet_kwargs={"encoder_hidden_states": empty})
+                                  scheduler=scheduler, unet_kwargs={"encoder_hidden_states": empty}, noise=noise)
 
 
 def paper_scores(pipe, latents: torch.Tensor, layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
-                 pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32) -> np.ndarray:
+                 pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32,
+                 noise: torch.Tensor | None = None) -> np.ndarray:
     """The paper's prompt-free detector on a pipeline: score = std of `paper_representations` at `layer` (spatial
-    `pool`). One UNet evaluation per sample; higher = more likely memorized."""
-    reps = paper_representations(pipe, latents, layer, timestep, pool, seed, batch_size)[layer]
+    `pool`). One UNet evaluation per sample; higher = more likely memorized. `noise` replaces the detector's own
+    seeded noise (see `noised_representations`)."""
+    reps = paper_representations(pipe, latents, layer, timestep, pool, seed, batch_size, noise)[layer]
     return representation_std(reps).numpy()
+
+
+def image_latents(pipe, images, seed: int | list[int] = 0) -> torch.Tensor:
+    """What the paper's detector scores when it starts from images: tensors (n, C, H, W) in [-1, 1], PIL images or
+    file paths, brought to the pipeline's resolution and encoded with its VAE as the authors encode (a sample of the
+    posterior, seeded per image by `encoder_seed`; pixels as they are without a VAE). `seed`: one per image, or an
+    int for seed, seed + 1, ..."""
+    from ..models.pipelines import encode_images
+
+    n = len(images)
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else list(seed)
+    return encode_images(pipe, images, [encoder_seed(s) for s in seeds])
 
 
 def paper_scores_from_images(pipe, images, layer: str = DETECTOR_LAYER, timestep: int = DETECTOR_TIMESTEP,
                              pool: str = "max", seed: int | list[int] = 0, batch_size: int = 32) -> np.ndarray:
-    """The paper's detector as the paper runs it, from images: tensors (n, C, H, W) in [-1, 1], PIL images or file
-    paths are brought to the pipeline's resolution, encoded with its VAE (`pipelines.encode_images`; pixels as they
-    are without one), noised to `timestep` and scored in one UNet pass with the empty prompt. Needs no prompt, no
-    seed of the generation and no training data. A path that cannot be read raises `pipelines.ImageReadError`, which
-    names the file and the reason."""
-    from ..models.pipelines import encode_images
-
-    return paper_scores(pipe, encode_images(pipe, images), layer, timestep, pool, seed, batch_size)
+    """The paper's detector as the paper runs it, from images (`image_latents`), noised to `timestep` and scored in
+    one UNet pass with the empty prompt. Needs no prompt, no seed of the generation and no training data. A path
+    that cannot be read raises `pipelines.ImageReadError`, which names the file and the reason."""
+    return paper_scores(pipe, image_latents(pipe, images, seed), layer, timestep, pool, seed, batch_size)
 
 
 class GuidanceRecorder:
@@ -175,25 +211,40 @@ def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, 
     diffusers' `randn_tensor` draws it for a list of generators), the first sampling timestep, one guided UNet call
     (two evaluations: with and without the prompt), score = ||eps_c - eps_empty||_2. Equals the first step that
     `record_guidance` sees during a full generation with the same seeds."""
-    from ..models.pipelines import execution_device, per_prompt_seeds
+    from ..models.pipelines import execution_device, per_prompt_seeds, starting_noise
 
     prompts = list(prompts)
     seeds = per_prompt_seeds(prompts, seeds)
     unet, device = pipe.unet, execution_device(pipe)
-    size = unet.config.sample_size
     pipe.scheduler.set_timesteps(steps, device=device)
     t = pipe.scheduler.timesteps[0]
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        x = torch.cat([torch.randn((1, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(int(s)))
-                       for s in seeds[start:start + batch_size]]).to(device, unet.dtype)
+        x = starting_noise(pipe, seeds[start:start + batch_size]).to(device, unet.dtype)
         x = x * pipe.scheduler.init_noise_sigma
         cond, uncond = pipe.encode_prompt(chunk, device, 1, True)
         eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
         e_u, e_c = eps.chunk(2)
         out.append((e_c - e_u).flatten(1).norm(dim=1).cpu())
     return torch.cat(out).numpy()
+
+
+WEN_SEED_STRIDE = 100_000  # extra generation j of a k-generation Wen score starts from seed + j * WEN_SEED_STRIDE
+
+
+def wen_first_step_averaged(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50,
+                            generations: int = 4, batch_size: int = 32) -> np.ndarray:
+    """Wen et al.'s first-step norm averaged over `generations` starting noises per prompt, as their `detect_mem.py`
+    does (they report 1 and 4): the prompt's own seed, then seed + j * WEN_SEED_STRIDE. 2 x `generations` UNet
+    evaluations per prompt."""
+    from ..models.pipelines import per_prompt_seeds
+
+    check_int("generations", generations, 1)
+    seeds = per_prompt_seeds(list(prompts), seeds)
+    runs = [wen_first_step_scores(pipe, prompts, [s + j * WEN_SEED_STRIDE for s in seeds], steps, batch_size)
+            for j in range(generations)]
+    return np.mean(runs, axis=0)
 
 
 def layer_pool_table(scores: dict[tuple[str, str], np.ndarray], labels, mask=None) -> "pd.DataFrame":
