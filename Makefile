@@ -38,13 +38,14 @@ notebooks: env
 book: env
 	$(PY) -m replib.book --notebooks $(BUILD)/notebooks --out $(BUILD)/book
 
+# Each exercise cell runs as a student would (it must stop at its stub), then with its solution (--student-check).
 # Quick profiles run with a fresh checkpoint cache, so the tests train every model they check. pytest-xdist spreads
 # the work over JOBS processes (one torch thread each): a notebook, with the notebooks that reuse its models, runs on
 # one worker in order (tests/conftest.py). JOBS=0 runs everything in one process.
 JOBS ?= auto
 test: env
 	rm -rf $(BUILD)/quick $(BUILD)/quick-cache
-	$(PY) -m replib.execute --profile quick --prepare-only --out $(BUILD)/quick
+	$(PY) -m replib.execute --profile quick --prepare-only --student-check --out $(BUILD)/quick
 	REPLIB_CACHE=$(abspath $(BUILD))/quick-cache $(PY) -m pytest tests $(BUILD)/quick -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
 

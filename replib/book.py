@@ -56,14 +56,31 @@ def assemble(notebooks: Path, out: Path, expected: list[str] | None = None,
     guide = out / "instructor.md"  # the times come from the measured log, never typed
     if guide.exists():
         guide.write_text(guide.read_text().replace(TIMES_MARKER, course.times_table()))
+    from .exercises import student_notebook
+
     for nb in executed:
-        book_page = exercise_boxes(nbformat.read(str(nb), as_version=4))
+        source = ROOT / "notebooks" / nb.name
+        student_notebook(source if source.exists() else nb, out / STUDENT_DIR / nb.name)
+        book_page = with_student_link(exercise_boxes(nbformat.read(str(nb), as_version=4)), nb.name)
         nbformat.write(book_page, str(out / nb.name))
     log = notebooks / "timings.json"
     timings = json.loads(log.read_text()) if log.exists() else {}
     (out / f"{STATS_PAGE}.md").write_text(statistics_page(timings, [nb.stem for nb in executed]))
     (out / "_toc.yml").write_text(toc([nb.stem for nb in executed], pages))
     return [nb.stem for nb in executed]
+
+
+STUDENT_DIR = "student"  # the student versions inside the book's sources; only_build_toc_files keeps them off the toc
+
+
+def with_student_link(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """The page with a download link to its student notebook (`STUDENT_DIR`/`name`) below its title cell."""
+    link = nbformat.v4.new_markdown_cell(
+        f"{{download}}`Download the student version of this notebook <{STUDENT_DIR}/{name}>` (each exercise's "
+        "solution replaced by a stub: run it, do the exercises, rerun each check until it passes).")
+    nb = nbformat.from_dict(nb)
+    nb.cells.insert(1 if nb.cells else 0, link)
+    return nb
 
 
 _SHOW = re.compile(r"""^\s*exercises\.show\(\s*["'](\d\d\.\d+)["']\s*\)\s*$""")
@@ -231,6 +248,11 @@ def check_html(html: Path, notebooks: list[Path], pages: tuple[str, ...] = COURS
             continue
         text = page.read_text(errors="replace")
         problems += exercise_problems(page, text, nbformat.read(str(nb), as_version=4))
+        links = re.findall(rf'href="([^"]*_downloads/[^"]*/{re.escape(nb.name)})"', text)
+        if not links:
+            problems.append(f"{page.name}: no download link to its student notebook")
+        problems += [f"{page.name}: links {href}, which is not in the built book" for href in links
+                     if not _local(page, href).exists()]
         images = _IMG_SRC.findall(text)
         want = image_outputs(nbformat.read(nb, as_version=4))
         if len(images) < want:

@@ -6,7 +6,7 @@ The quick profile lives next to the full one in each notebook's `parameters` cel
 so a reader sees both, and this module reads the same line.
 
     python -m replib.execute --profile full  --out build/notebooks          # the main job
-    python -m replib.execute --profile quick --out build/quick --prepare-only  # nbval executes these
+    python -m replib.execute --profile quick --out build/quick --prepare-only --student-check  # nbval executes these
     python -m replib.execute 01 -p N_TRAIN 8                                  # one notebook, other values
 """
 from __future__ import annotations
@@ -131,8 +131,11 @@ def find_notebooks(selection: list[str] | None = None) -> list[Path]:
 
 
 def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selection: list[str] | None = None,
-        overrides: dict[str, Any] | None = None, prepare_only: bool = False) -> dict[str, float]:
+        overrides: dict[str, Any] | None = None, prepare_only: bool = False, student_check: bool = False
+        ) -> dict[str, float]:
     """Execute (or only parametrise) the selected notebooks into `out`; return wall seconds per notebook.
+    `student_check` (with `prepare_only`): each exercise cell runs its student version, which must stop at its stub,
+    then its solution (`exercises.student_check_notebook`), so a test run of a notebook also tests its student version.
 
     Each executed notebook is recorded in OUT/timings.json (`record_timings`), which the book's statistics page reads.
     """
@@ -152,6 +155,10 @@ def run(profile: str = "full", out: Path = ROOT / "build" / "notebooks", selecti
         start = time.perf_counter()
         pm.execute_notebook(str(src), str(out / src.name), parameters=params, kernel_name="python3",
                             prepare_only=prepare_only, cwd=str(out), progress_bar=False)
+        if student_check:
+            from .exercises import student_check_notebook
+
+            student_check_notebook(out / src.name)
         times[src.stem] = round(time.perf_counter() - start, 1)
         if not prepare_only:
             print(f"{src.name}: {times[src.stem]} s ({profile})", flush=True)
@@ -169,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", default="full", choices=PROFILES)
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "notebooks")
     ap.add_argument("--prepare-only", action="store_true", help="inject parameters without executing")
+    ap.add_argument("--student-check", action="store_true",
+                    help="with --prepare-only: exercise cells run their student version (which must stop at its stub), "
+                         "then their solution")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override one parameter (VALUE is a Python literal)")
     args = ap.parse_args(argv)
@@ -178,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
             overrides[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             overrides[name] = value
-    run(args.profile, args.out, args.notebooks, overrides, args.prepare_only)
+    if args.student_check and not args.prepare_only:
+        ap.error("--student-check goes with --prepare-only (the notebooks it writes are for nbval)")
+    run(args.profile, args.out, args.notebooks, overrides, args.prepare_only, args.student_check)
 
 
 if __name__ == "__main__":

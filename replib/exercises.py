@@ -146,6 +146,24 @@ def _random(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+class _SmoothedIdealDenoiser(torch.nn.Module):
+    """D(x, sigma): the training points averaged with weights softmax(-|x - x_i|^2 / 2(sigma^2 + tau^2)), a toy's
+    interface (`W`, `hidden`, forward). tau = 0 is the ideal denoiser, which always copies; a larger tau blends,
+    so some samples copy and some do not."""
+
+    def __init__(self, train: torch.Tensor, tau: float):
+        super().__init__()
+        self.train_x, self.tau = train, tau
+        self.W = torch.nn.Parameter(torch.zeros(train.shape[1], 1))
+
+    def hidden(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        var = torch.as_tensor(sigma) ** 2 + self.tau**2
+        return torch.softmax(-torch.cdist(x, self.train_x) ** 2 / (2 * var), dim=1)
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        return self.hidden(x, sigma) @ self.train_x
+
+
 # ---- 01 --------------------------------------------------------------------------------------------------------------
 
 @_exercise("01.1", "the scale of a stored copy",
@@ -214,6 +232,31 @@ def _check_spikiness(answer, h=None):
     compare_all(answer, spikiness, cases)
 
 
+@_exercise("02.2", "where the copies go (predict, then run)",
+           "Put in `my_guess` the $n$ at which you expect the weights to stop holding copies, without looking back at "
+           "the sweep's table. Then write `copies_gone(per_n, threshold)`: `per_n` is the sweep's table (one row per $n$, "
+           "increasing, column `\"mean best cosine\"`); return the first $n$ whose mean best cosine is below "
+           "`threshold`, or `None` if there is none. Run it with 0.5: how close was your guess?",
+           "Select the rows below the threshold with a boolean mask; the first of them is the answer "
+           "(`.index[0]`).")
+def _check_copies_gone(answer, per_n=None):
+    import pandas as pd
+
+    from .probes.metrics import first_below
+
+    table = pd.DataFrame({"mean best cosine": [0.97, 0.93, 0.71, 0.52, 0.48, 0.31, 0.22],
+                          "spikiness": [0.8, 0.7, 0.45, 0.3, 0.2, 0.15, 0.1]}, index=[5, 10, 20, 50, 100, 200, 500])
+    cases = [(f"a sweep table, threshold {t}", table, t) for t in (0.5, 0.75, 0.95, 0.1)]
+    if per_n is not None:
+        cases += [(f"the notebook's sweep, threshold {t}", per_n, t) for t in (0.5, 0.75)]
+    for case, tab, t in cases:
+        got, want = answer(tab, t), first_below(tab["mean best cosine"], t)
+        if want is None and got is not None:
+            raise ExerciseFailed(f"on {case} no n is below the threshold, but the answer is {got!r}; return None")
+        if want is not None and (got is None or scalar(got, case) != want):
+            raise ExerciseFailed(f"on {case} the answer {got!r} is not the first n below the threshold")
+
+
 # ---- 03 --------------------------------------------------------------------------------------------------------------
 
 @_exercise("03.1", "the best column cosine",
@@ -230,6 +273,74 @@ def _check_best_cosine(answer, x=None, W=None):
     if x is not None:
         cases.append(("the notebook's images and weights", x, W))
     compare_all(answer, lambda xx, ww: best_column_cosine(xx, ww)[0], cases, rtol=1e-4, atol=1e-5)
+
+
+@_exercise("03.2", "the AUROC, by hand (predict, then run)",
+           "Predict first: ranked by their best column cosine, how often does a duplicated image beat a unique one? "
+           "Then write `auroc(scores, labels)` (labels 1 = duplicated): the share of (duplicated, unique) pairs in "
+           "which the duplicated image has the higher score, a tie counting one half. Run it on the hybrid model's "
+           "best column cosines and compare with your prediction.",
+           "Compare every positive score with every negative one: `pos[:, None] > neg[None, :]` is the table of "
+           "wins; add half the ties; take the mean.")
+def _check_auroc(answer, scores=None, labels=None):
+    from .probes.metrics import auroc
+
+    tied = (np.array([0.9, 0.5, 0.5, 0.2, 0.5, 0.1, 0.5, 0.3]), np.array([1, 1, 1, 1, 0, 0, 0, 0]))
+    mixed = (_random((40,), 19).numpy(), (np.arange(40) % 3 == 0).astype(int))
+    cases = [("8 scores with ties across the groups", *tied), ("40 random scores, a third of them positive", *mixed)]
+    if scores is not None:
+        cases.append(("the notebook's scores", _array(scores, "the notebook's scores"), _array(labels, "labels")))
+    for case, sc, y in cases:
+        compare(scalar(answer(sc, y), case), auroc(sc, y), case, rtol=0, atol=1e-9)
+
+
+# ---- 04 --------------------------------------------------------------------------------------------------------------
+
+@_exercise("04.1", "one step of the sampler",
+           "The toy samples by following the probability-flow ODE $dx/d\\sigma=(x-D(x,\\sigma))/\\sigma$ from "
+           "$\\sigma=2$ down to $0.02$. Write `euler_step(model, x, sigma, sigma_next)` that returns $x$ after one "
+           "Euler step from `sigma` to `sigma_next` (smaller), with $D(x,\\sigma)$ = `model(x, sigma)`.",
+           "An Euler step is $x + (\\sigma_{next}-\\sigma)\\,\\frac{dx}{d\\sigma}$; the step is negative while "
+           "sampling.")
+def _check_euler(answer, model=None):
+    from .models.toy import ToyDiffusionDAE, euler_step
+
+    toy = ToyDiffusionDAE(12, 8, seed=3)
+    cases = [("an untrained 12-pixel toy, sigma 1.0 -> 0.8", toy, _random((5, 12), 20), 1.0, 0.8),
+             ("the same toy, sigma 0.1 -> 0.05", toy, 0.1 * _random((5, 12), 21), 0.1, 0.05)]
+    if model is not None:
+        dim = model.W.shape[0]
+        cases.append(("the notebook's toy, sigma 0.5 -> 0.4", model, 0.5 * _random((4, dim), 22), 0.5, 0.4))
+    for case, net, x, s, s_next in cases:
+        with torch.no_grad():
+            compare(answer(net, x, s, s_next), euler_step(x, net(x, s), s, s_next), case, rtol=1e-4, atol=1e-6)
+
+
+@_exercise("04.2", "fewer sampler steps (an experiment)",
+           "Does the memorizing toy still copy when it samples in a hurry? Write `copy_fraction(model, train, steps)`: "
+           "draw 64 samples with `sample_toy(model, 64, steps=steps, seed=0)` and return the fraction that are "
+           "copies by the $d_1/d_2<1/3$ rule, distances measured after scaling each image to unit norm "
+           "(`metrics.nn_distance_ratio(samples, train, unit_norm=True)`). Run it for 2, 5 and 50 steps on both toys.",
+           "`sample_toy` returns (samples, hidden); the ratio is the first thing `nn_distance_ratio` returns; "
+           "`metrics.COPY_RATIO` is 1/3.")
+def _check_copy_fraction(answer, model=None, train=None):
+    from .models.toy import sample_toy
+    from .probes.metrics import COPY_RATIO, nn_distance_ratio
+
+    def reference(net, x, steps):
+        samples = sample_toy(net, 64, steps=steps, seed=0)[0]
+        return float((nn_distance_ratio(samples, x, unit_norm=True)[0] < COPY_RATIO).float().mean())
+
+
+    train_x = _random((6, 6), 23) * torch.linspace(0.3, 2, 6)[:, None]
+    blurry = _SmoothedIdealDenoiser(train_x, 0.5)
+    cases = [("a smoothed ideal denoiser of 6 points, 5 steps", blurry, train_x, 5),
+             ("the same denoiser, 2 steps", blurry, train_x, 2)]
+    if model is not None:
+        cases += [(f"the notebook's toy, {k} steps", model, train, k) for k in (2, 50)]
+    for case, net, x, k in cases:
+        with torch.no_grad():
+            compare(scalar(answer(net, x, k), case), reference(net, x, k), case, rtol=0, atol=1e-9)
 
 
 # ---- 05 --------------------------------------------------------------------------------------------------------------
@@ -348,6 +459,71 @@ def _check_push(answer, out=None, vector=None, gamma=None):
         compare(got, push(o, v, g), case)
 
 
+@_exercise("07.2", "how far an image moved",
+           "Steerability is measured by how far each image moved from its unsteered version (same seed). Write "
+           "`pixel_change(steered, plain)` for two image batches of shape `(n, C, H, W)`: per image, the mean "
+           "absolute pixel difference.",
+           "Average `(steered - plain).abs()` over every dimension but the first.")
+def _check_pixel_change(answer, steered=None, plain=None):
+    from .probes.steering import pixel_change
+
+    a, b = _random((4, 3, 5, 5), 24), _random((4, 3, 5, 5), 25)
+    cases = [("4 random 3x5x5 images", a, b), ("an image and itself", a, a.clone()),
+             ("opposite shifts", a + 0.5, a - 0.25)]
+    if steered is not None:
+        cases.append(("the notebook's generations", steered, plain))
+    compare_all(answer, pixel_change, cases)
+
+
+# ---- 08 --------------------------------------------------------------------------------------------------------------
+
+@_exercise("08.1", "what a saved image keeps",
+           "The paper scores images saved as 8-bit PNG files. Write `to_8bit(images)` for pixels in $[-1, 1]$: "
+           "return the pixels a PNG would give back, still in $[-1, 1]$: map to $[0, 255]$, round to the nearest "
+           "integer, map back. Values outside $[-1, 1]$ are clipped first, as saving does.",
+           "$[-1,1]\\to[0,255]$ is $(x+1)\\cdot 127.5$; `torch.round`, then the inverse map; `clamp(-1, 1)` first.")
+def _check_8bit(answer, images=None):
+    from .models.pipelines import to_8bit
+
+    edges = torch.tensor([-1.3, -1.0, -0.99, -0.5, 0.0, 0.001, 0.5, 0.996, 1.0, 1.7]).view(1, 1, 2, 5)
+    cases = [("values at and beyond the edges", edges), ("random pixels", _random((3, 3, 6, 6), 26).tanh())]
+    if images is not None:
+        cases.append(("the notebook's generated images", images))
+    compare_all(answer, to_8bit, cases, rtol=0, atol=1e-6)
+
+
+# ---- 09 --------------------------------------------------------------------------------------------------------------
+
+@_exercise("09.1", "steerability per group",
+           "Write `rise_by_group(table, column)` for the sweep's table (one row per prompt and strength, columns "
+           "`\"strength γ\"`, `\"group\"` and the measure `column`): per group, the mean of `column` at the largest "
+           "γ minus its mean at γ = 0, as a pandas Series indexed by group.",
+           "`table.groupby([\"strength γ\", \"group\"])[column].mean()`, then take the rows of the largest and the "
+           "smallest strength and subtract.")
+def _check_rise(answer, table=None, column=None):
+    import pandas as pd
+
+    from .probes.steering import rise_by_group
+
+    fixture = pd.DataFrame({"strength γ": [0.0] * 6 + [0.5] * 6 + [1.0] * 6,
+                            "group": ["generalized"] * 3 + ["memorized"] * 3 + ["generalized"] * 3 + ["memorized"] * 3
+                            + ["generalized"] * 3 + ["memorized"] * 3,
+                            "prompt": list("abcdef") * 3,
+                            "score": [0.2, 0.4, 0.3, 0.3, 0.3, 0.1, 0.5, 0.9, 0.6, 0.3, 0.35, 0.1,
+                                      0.9, 1.3, 2.0, 0.35, 0.45, 0.1]})
+    cases = [("a 2-group, 3-strength table", fixture, "score")]
+    if table is not None:
+        cases.append((f"the notebook's table, {column!r}", table, column))
+    for case, tab, col in cases:
+        got, want = answer(tab, col), rise_by_group(tab, col)
+        if not isinstance(got, pd.Series):
+            raise ExerciseFailed(f"on {case} the answer should be a pandas Series indexed by group, got "
+                                 f"{type(got).__name__}")
+        if set(got.index) != set(want.index):
+            raise ExerciseFailed(f"on {case} the answer is indexed by {sorted(got.index)}, expected the groups")
+        compare(got.loc[want.index].to_numpy(dtype=float), want.to_numpy(dtype=float), case)
+
+
 # ---- 10 --------------------------------------------------------------------------------------------------------------
 
 @_exercise("10.1", "the Kozachenko–Leonenko entropy",
@@ -397,6 +573,46 @@ def _check_greedy(answer, pool=None, n=None, seed=0):
             raise ExerciseFailed(f"on {case} pick {first + 1} of {k} is not the farthest remaining sample")
 
 
+# ---- 11 --------------------------------------------------------------------------------------------------------------
+
+@_exercise("11.1", "how often training sees a duplicated pair",
+           "A mix has `n_distinct` pairs seen once and `n_duplicated` pairs repeated `copies` times; training draws "
+           "`steps` batches of `batch_size` rows uniformly from all its rows. Write `exposures(mix)`: how many times, in "
+           "expectation, training sees one duplicated pair.",
+           "First count the rows; each draw picks a given row with probability 1/rows, and a duplicated pair owns "
+           "`copies` rows.")
+def _check_exposures(answer, mixes=None):
+    from .experiments.t2i_benchmark import Mix
+
+    cases = [("Mix(100, 2, 50, 1000, 32)", Mix(100, 2, 50, 1000, 32)),
+             ("Mix(3600, 4, 200, 8000, 128)", Mix(3600, 4, 200, 8000, 128)),
+             ("Mix(10, 1, 1, 10, 1)", Mix(10, 1, 1, 10, 1))]
+    cases += [(f"the notebook's mix {name}", mix) for name, mix in (mixes or {}).items()]
+    for case, mix in cases:
+        compare(scalar(answer(mix), case), mix.exposures, case, rtol=1e-9, atol=0)
+
+
+@_exercise("11.2", "which mix copies (predict, then run)",
+           "Predict first, in `my_guess`: in which mix do the duplicated captions' generations copy their training "
+           "image most often? Then write `copied_shares(copied, labels)`: `copied` says per generation whether it copies a training "
+           "image ($d_1/d_2<1/3$), `labels` is 1 for the duplicated captions' generations and 0 for the others; return "
+           "the pair (share of copies among label 1, share among label 0). Run it on every mix.",
+           "Index `copied` with the boolean masks `labels == 1` and `labels == 0` and take each mean.")
+def _check_copied_shares(answer, runs=None):
+    def reference(copied, labels):
+        copied, labels = np.asarray(copied, dtype=float), np.asarray(labels)
+        return np.array([copied[labels == 1].mean(), copied[labels == 0].mean()])
+
+    copied = np.array([1, 1, 0, 1, 0, 0, 0, 1, 0, 0], dtype=bool)
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    cases = [("10 generations, 4 of duplicated captions", copied, labels)]
+    cases += [(f"the notebook's mix {name}", np.asarray(groups.copied), np.asarray(groups.labels))
+              for name, groups in (runs or {}).items()]
+    for case, c, y in cases:
+        got = _array(answer(c, y), case)
+        compare(got.ravel(), reference(c, y), case, rtol=0, atol=1e-9)
+
+
 # ---- student versions ---------------------------------------------------------------------------------------------
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"   # nbgrader's markers, so nbgrader can take the notebooks as is
@@ -430,6 +646,46 @@ def stub_solutions(source: str) -> tuple[str, list[str]]:
     if inside:
         raise ValueError(f"exercise {ex.id}: {BEGIN} without {END}")
     return "\n".join(out), [ex.id]
+
+
+def verify_exercise_cell(id: str, student_source: str, solution_source: str, namespace: dict) -> None:
+    """Run a cell's student version in `namespace`: it must stop at its stub with NotImplementedError("Exercise
+    {id}: ..."), as a learner's notebook does, and nowhere else; then run the solution on a copy of `namespace` (so
+    nothing it defines reaches the cells after it): its check must pass. What `make test` runs in place of each
+    exercise cell, so one execution of a notebook tests the student version and the solutions."""
+    try:
+        exec(compile(student_source, f"<exercise {id}, student version>", "exec"), namespace)
+    except NotImplementedError as stub:
+        if not str(stub).startswith(f"Exercise {id}:"):
+            raise AssertionError(f"the student version of exercise {id} stopped at another stub: {stub}") from stub
+    else:
+        raise AssertionError(f"the student version of exercise {id} ran to its end: no stub stopped it")
+    exec(compile(solution_source, f"<exercise {id}, solution>", "exec"), dict(namespace))
+
+
+def student_check_source(source: str) -> str:
+    """The code `make test` runs for a cell with a solution region (`verify_exercise_cell`); other cells as they are."""
+    student, ids = stub_solutions(source)
+    if not ids:
+        return source
+    return ("# make test: the student version must stop at its stub, then the solution must pass (replib.exercises)\n"
+            "from replib import exercises as _exercises\n"
+            f"_exercises.verify_exercise_cell({ids[0]!r}, {student!r}, {source!r}, globals())")
+
+
+def student_check_notebook(path: Path) -> list[str]:
+    """Rewrite notebook `path` in place for `make test`: every cell with a solution region runs its student version
+    and then its solution (`student_check_source`). Returns the exercise ids, in order."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    ids = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            ids += stub_solutions(cell.source)[1]
+            cell.source = student_check_source(cell.source)
+    nbformat.write(nb, str(path))
+    return ids
 
 
 def student_notebook(path: Path, out: Path) -> list[str]:

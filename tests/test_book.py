@@ -109,8 +109,9 @@ def test_an_error_output_fails_the_build_naming_the_page(tmp_path):
 def test_a_missing_figure_is_caught(built, tmp_path):
     html, _ = built
     nb = nbformat.read(html.parents[1] / "01_alpha.ipynb", as_version=4)
-    nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg/>"}))
-    nb.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"text/html": "<b>t</b>", "image/png": PNG}))
+    figure = next(c for c in nb.cells if c.cell_type == "code")
+    figure.outputs.append(nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg/>"}))
+    figure.outputs.append(nbformat.v4.new_output("display_data", data={"text/html": "<b>t</b>", "image/png": PNG}))
     nbformat.write(nb, str(tmp_path / "01_alpha.ipynb"))  # the page shows one image; this notebook has two figures
     assert book.check_html(html, [tmp_path / "01_alpha.ipynb"], pages=()) == [
         "01_alpha.html: 1 images, but the executed notebook has 2 figure outputs"]
@@ -177,3 +178,27 @@ def test_exercises_are_numbered_boxes_with_a_hint_and_a_collapsed_solution(built
     shutil.copytree(html, broken)
     (broken / "01_alpha.html").write_text(text.replace('class="solution dropdown admonition"', 'class="solution"'))
     assert book.check_html(broken, [book_nb], pages=()) == ["01_alpha.html: exercise 02.1 has no collapsed solution"]
+
+
+def test_every_page_links_its_student_notebook(built, tmp_path):
+    """Each lesson page offers its student version as a download; the file it links is in the built book and has
+    the solution stubbed. A page without the link, or with a link to a missing file, fails the check."""
+    html, _ = built
+    for name in ("01_alpha", "02_beta"):
+        text = (html / f"{name}.html").read_text()
+        href = re.search(rf'href="([^"]*_downloads/[^"]*/{name}\.ipynb)"', text).group(1)
+        student = nbformat.read(str(html / href), as_version=4)
+        assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+    alpha = nbformat.read(str(html / re.search(r'href="([^"]*_downloads/[^"]*/01_alpha\.ipynb)"',
+                                               (html / "01_alpha.html").read_text()).group(1)), as_version=4)
+    assert 'raise NotImplementedError("Exercise 02.1: spikiness")' in alpha.cells[-1].source
+    nbs = [html.parents[1] / "01_alpha.ipynb"]
+    broken = tmp_path / "html"
+    shutil.copytree(html, broken)
+    text = (broken / "01_alpha.html").read_text()
+    (broken / "01_alpha.html").write_text(text.replace("_downloads/", "_nowhere/"))
+    assert book.check_html(broken, nbs, pages=()) == ["01_alpha.html: no download link to its student notebook"]
+    href = re.search(r'href="([^"]*_downloads/[^"]*/01_alpha\.ipynb)"', text).group(1)
+    (broken / href).unlink()
+    (broken / "01_alpha.html").write_text(text)
+    assert book.check_html(broken, nbs, pages=()) == [f"01_alpha.html: links {href}, which is not in the built book"]

@@ -4,6 +4,7 @@ import math
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -124,8 +125,84 @@ def push_in_place(out, v, gamma):
     return out
 
 
+def copies_gone(per_n, threshold, column="mean best cosine", last_above=False):
+    values = per_n[column]
+    if last_above:  # the last n still at or above the threshold
+        above = values[values >= threshold]
+        return None if above.empty else above.index[-1]
+    below = values[values < threshold]
+    return None if below.empty else below.index[0]
+
+
+def auroc(scores, labels, ties=0.5, flipped=False):
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if flipped:
+        pos, neg = neg, pos
+    return float(((pos[:, None] > neg[None, :]) + ties * (pos[:, None] == neg[None, :])).mean())
+
+
+def euler_step(model, x, sigma, sigma_next, sign=1, divide_by="sigma", jump=False):
+    d = model(x, sigma)
+    if jump:
+        return d
+    return x + sign * (sigma_next - sigma) * (x - d) / (sigma if divide_by == "sigma" else sigma_next)
+
+
+def copy_fraction(model, train, steps, unit_norm=True, rule="ratio"):
+    from replib.models.toy import sample_toy
+    from replib.probes import metrics
+
+    samples = sample_toy(model, 64, steps=steps, seed=0)[0]
+    ratio = metrics.nn_distance_ratio(samples, train, unit_norm=unit_norm)[0]
+    return float((ratio < 1 / 3).float().mean()) if rule == "ratio" else float((ratio >= 1 / 3).float().mean())
+
+
+def pixel_change(steered, plain, how="abs"):
+    diff = steered - plain
+    if how == "squared":
+        return diff.pow(2).mean(dim=(1, 2, 3))
+    if how == "signed":
+        return diff.mean(dim=(1, 2, 3))
+    if how == "sum":
+        return diff.abs().sum(dim=(1, 2, 3))
+    return diff.abs().mean(dim=(1, 2, 3))
+
+
+def to_8bit(images, rounding=torch.round, scale=127.5, clip=True):
+    x = images.clamp(-1, 1) if clip else images
+    return rounding((x + 1) * scale) / scale - 1
+
+
+def rise_by_group(table, column, at="largest", stat="mean"):
+    by = table.groupby(["strength γ", "group"])[column].agg(stat)
+    strengths = sorted(table["strength γ"].unique())
+    top = strengths[-1] if at == "largest" else strengths[1]
+    return by.loc[top] - by.loc[strengths[0]]
+
+
+def exposures(mix, per="duplicated"):
+    rows = mix.n_distinct + mix.n_duplicated * mix.copies
+    if per == "once":
+        return mix.steps * mix.batch_size / rows
+    if per == "share":
+        return mix.steps * mix.batch_size * mix.n_duplicated * mix.copies / rows
+    return mix.steps * mix.batch_size * mix.copies / rows
+
+
+def copied_shares(copied, labels, over="groups"):
+    copied, labels = np.asarray(copied, dtype=float), np.asarray(labels)
+    if over == "all":
+        return np.array([copied.mean(), copied.mean()])
+    if over == "swapped":
+        return np.array([copied[labels == 0].mean(), copied[labels == 1].mean()])
+    return np.array([copied[labels == 1].mean(), copied[labels == 0].mean()])
+
+
 RIGHT = {"01.1": stored_scale, "01.2": margin, "01.3": top1_share, "02.1": spikiness, "03.1": best_column_cosine, "05.1": is_copy, "05.2": detector_score,
-         "06.1": tpr, "06.2": wen_norm, "07.1": push, "10.1": entropy, "10.2": greedy}
+         "06.1": tpr, "06.2": wen_norm, "07.1": push, "10.1": entropy, "10.2": greedy,
+         "02.2": copies_gone, "03.2": auroc, "04.1": euler_step, "04.2": copy_fraction, "07.2": pixel_change,
+         "08.1": to_8bit, "09.1": rise_by_group, "11.1": exposures, "11.2": copied_shares}
 
 WRONG = {  # exercise: {what a learner might write: answer}
     "01.1": {"n·lambda for n·lambda/2": lambda x, s, l: stored_scale(x, s, l, halve=False),
@@ -153,6 +230,28 @@ WRONG = {  # exercise: {what a learner might write: answer}
              "in place": push_in_place},
     "10.1": {"without log V_d": lambda x: entropy(x, with_volume=False),
              "without the guard": lambda x: entropy(x, guard=0.0)},
+    "02.2": {"the last n still above": lambda t, th: copies_gone(t, th, last_above=True),
+             "the spikiness column": lambda t, th: copies_gone(t, th, column="spikiness")},
+    "03.2": {"ties counted as losses": lambda s, y: auroc(s, y, ties=0.0),
+             "ties counted as wins": lambda s, y: auroc(s, y, ties=1.0),
+             "the groups swapped": lambda s, y: auroc(s, y, flipped=True)},
+    "04.1": {"the step's sign flipped": lambda m, x, s, n: euler_step(m, x, s, n, sign=-1),
+             "divided by sigma_next": lambda m, x, s, n: euler_step(m, x, s, n, divide_by="next"),
+             "jumping to the denoised image": lambda m, x, s, n: euler_step(m, x, s, n, jump=True)},
+    "04.2": {"raw distances, not unit norm": lambda m, t, k: copy_fraction(m, t, k, unit_norm=False),
+             "the share of non-copies": lambda m, t, k: copy_fraction(m, t, k, rule="not")},
+    "07.2": {"the squared difference": lambda a, b: pixel_change(a, b, "squared"),
+             "the signed difference": lambda a, b: pixel_change(a, b, "signed"),
+             "the sum for the mean": lambda a, b: pixel_change(a, b, "sum")},
+    "08.1": {"truncating for rounding": lambda x: to_8bit(x, rounding=torch.floor),
+             "128 levels per unit for 127.5": lambda x: to_8bit(x, scale=128.0),
+             "no clipping": lambda x: to_8bit(x, clip=False)},
+    "09.1": {"from the second strength": lambda t, c: rise_by_group(t, c, at="second"),
+             "the median": lambda t, c: rise_by_group(t, c, stat="median")},
+    "11.1": {"the exposures of a pair seen once": lambda m: exposures(m, "once"),
+             "all duplicated pairs together": lambda m: exposures(m, "share")},
+    "11.2": {"the share over all generations": lambda c, y: copied_shares(c, y, "all"),
+             "the groups swapped": lambda c, y: copied_shares(c, y, "swapped")},
     "10.2": {"a random selection": lambda p, n, s: torch.randperm(len(p), generator=torch.Generator().manual_seed(s))[:n],
              "the nearest instead of the farthest": lambda p, n, s: greedy(p, n, s, farthest=False)},
 }
@@ -164,7 +263,11 @@ def stub(*args, **kwargs):
 
 ZEROS = {"03.1": lambda x, W: torch.zeros(len(x)), "05.2": lambda unet, x0, layer, seed: torch.zeros(len(x0)), "06.1": lambda s, y: 0.0,
          "06.2": lambda e: torch.zeros(len(e) // 2), "07.1": lambda o, v, g: torch.zeros_like(o),
-         "10.1": lambda x: 0.0}
+         "10.1": lambda x: 0.0, "02.2": lambda t, th: 0, "03.2": lambda s, y: 0.0,
+         "04.1": lambda m, x, s, n: torch.zeros_like(x), "04.2": lambda m, t, k: 0.0,
+         "07.2": lambda a, b: torch.zeros(len(a)), "08.1": lambda x: torch.zeros_like(x),
+         "09.1": lambda t, c: pd.Series(0.0, index=sorted(t["group"].unique())), "11.1": lambda m: 0.0,
+         "11.2": lambda c, y: np.zeros(2)}
 
 
 def zeros(id):
@@ -266,3 +369,33 @@ def test_student_notebooks_are_written_without_outputs(tmp_path):
     assert exercises.write_student_versions(src, tmp_path / "student") == {"02_x.ipynb": ["02.1"]}
     student = nbformat.read(str(tmp_path / "student" / "02_x.ipynb"), as_version=4)
     assert "NotImplementedError" in student.cells[1].source and student.cells[1].outputs == []
+
+
+def test_make_test_runs_each_exercise_cell_as_a_student_then_with_its_solution():
+    """The cell `make test` runs in place of an exercise cell passes only when the student version stops at its own
+    stub and the solution then passes its check; the solution's names do not reach later cells."""
+    namespace = {}
+    exec(exercises.student_check_source(SOLVED), namespace)
+    assert "spikiness" in namespace  # the student's definition (a stub), as in a learner's notebook
+    with pytest.raises(NotImplementedError):
+        namespace["spikiness"](torch.rand(2, 3))
+    with pytest.raises(AssertionError, match="ran to its end"):  # the student version must stop at the stub
+        exercises.verify_exercise_cell("02.1", "x = 1", SOLVED, {})
+    with pytest.raises(AssertionError, match="another stub"):
+        exercises.verify_exercise_cell("02.1", 'raise NotImplementedError("Exercise 01.1: x")', SOLVED, {})
+    wrong = SOLVED.replace("unbiased=False", "unbiased=True")
+    with pytest.raises(ExerciseFailed, match="Exercise 02.1"):  # a solution that fails its check fails the cell
+        exec(exercises.student_check_source(wrong), {})
+    assert exercises.student_check_source("x = 1") == "x = 1"
+
+
+def test_student_check_rewrites_a_prepared_notebook(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells += [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(SOLVED)]
+    nbformat.write(nb, str(tmp_path / "02_x.ipynb"))
+    assert exercises.student_check_notebook(tmp_path / "02_x.ipynb") == ["02.1"]
+    cells = nbformat.read(str(tmp_path / "02_x.ipynb"), as_version=4).cells
+    assert cells[0].source == "x = 1" and "verify_exercise_cell('02.1'" in cells[1].source
+    exec(cells[1].source, {})  # runs: the stub stops the student version, the solution passes

@@ -50,6 +50,12 @@ class ToyDiffusionDAE(nn.Module):
 
 
 @torch.no_grad()
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
+    """One Euler step of the probability-flow ODE dx/dsigma = (x - D(x, sigma))/sigma, from noise level `sigma` to
+    `sigma_next` (smaller while sampling); `denoised` = D(x, sigma)."""
+    return x + (sigma_next - sigma) * (x - denoised) / sigma
+
+
 def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float = 0.02, sigma_max: float = 2.0,
                method: str = "ode", seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Sample on a geometric sigma grid from sigma_max to sigma_min, then one final denoising step.
@@ -71,7 +77,7 @@ def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float
         if i + 1 == len(sigmas):
             x = denoised
         elif method == "ode":
-            x = x + (sigmas[i + 1] - sigma) * (x - denoised) / sigma
+            x = euler_step(x, denoised, sigma, sigmas[i + 1])
         else:
             var = sigma**2 - sigmas[i + 1] ** 2
             x = x + var * (denoised - x) / sigma**2 + var.sqrt() * torch.randn(x.shape, generator=g).to(device)

@@ -205,12 +205,10 @@ def record_guidance(pipe) -> Iterator[GuidanceRecorder]:
 
 
 @torch.no_grad()
-def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50,
-                          batch_size: int = 32) -> np.ndarray:
-    """Wen et al.'s one-step detector on its own: the initial noise each seed would start generation from (drawn as
-    diffusers' `randn_tensor` draws it for a list of generators), the first sampling timestep, one guided UNet call
-    (two evaluations: with and without the prompt), score = ||eps_c - eps_empty||_2. Equals the first step that
-    `record_guidance` sees during a full generation with the same seeds."""
+def first_step_prediction(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50) -> torch.Tensor:
+    """The UNet's noise prediction at the first sampling step of a guided generation, both halves: (2n, C, H, W),
+    the first n rows without the prompts (unconditional), the last n with them. The input is the noise each seed
+    starts generation from (`pipelines.starting_noise`, scaled by the scheduler's `init_noise_sigma`)."""
     from ..models.pipelines import execution_device, per_prompt_seeds, starting_noise
 
     prompts = list(prompts)
@@ -218,16 +216,24 @@ def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, 
     unet, device = pipe.unet, execution_device(pipe)
     pipe.scheduler.set_timesteps(steps, device=device)
     t = pipe.scheduler.timesteps[0]
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        x = starting_noise(pipe, seeds[start:start + batch_size]).to(device, unet.dtype)
-        x = x * pipe.scheduler.init_noise_sigma
-        cond, uncond = pipe.encode_prompt(chunk, device, 1, True)
-        eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
-        e_u, e_c = eps.chunk(2)
-        out.append((e_c - e_u).flatten(1).norm(dim=1).cpu())
-    return torch.cat(out).numpy()
+    x = starting_noise(pipe, seeds).to(device, unet.dtype) * pipe.scheduler.init_noise_sigma
+    cond, uncond = pipe.encode_prompt(prompts, device, 1, True)
+    return unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.float()
+
+
+def wen_first_step_scores(pipe, prompts: list[str], seeds: list[int] | int = 0, steps: int = 50,
+                          batch_size: int = 32) -> np.ndarray:
+    """Wen et al.'s one-step detector on its own: the UNet's guided prediction at the first sampling step from the
+    noise each seed would start generation from (`first_step_prediction`, two evaluations: with and without the
+    prompt), score = ||eps_c - eps_empty||_2 (`guidance_norms`). Equals the first step that `record_guidance` sees
+    during a full generation with the same seeds."""
+    from ..models.pipelines import per_prompt_seeds
+
+    prompts = list(prompts)
+    seeds = per_prompt_seeds(prompts, seeds)
+    return torch.cat([guidance_norms(first_step_prediction(pipe, prompts[i:i + batch_size], seeds[i:i + batch_size],
+                                                           steps)).cpu()
+                      for i in range(0, len(prompts), batch_size)]).numpy()
 
 
 WEN_SEED_STRIDE = 100_000  # extra generation j of a k-generation Wen score starts from seed + j * WEN_SEED_STRIDE

@@ -85,6 +85,13 @@ def nearest_neighbor(queries: torch.Tensor, reference: torch.Tensor, k: int = 1)
     return out.values, out.indices
 
 
+def first_below(values, threshold: float):
+    """The first index label of `values` (a pandas Series, e.g. a measure per training-set size n) whose value is
+    below `threshold`; None when none is."""
+    below = values[values < threshold]
+    return None if below.empty else below.index[0]
+
+
 def auroc(scores, labels) -> float:
     """Area under the ROC curve of `scores` for the binary `labels` (1 = positive), via scikit-learn."""
     return float(roc_auc_score(np.asarray(labels).astype(int), np.asarray(scores, dtype=float)))

@@ -130,11 +130,24 @@ def steerability(values: dict[float, np.ndarray]) -> np.ndarray:
     return np.asarray(values[alphas[-1]], dtype=float) - np.asarray(values[alphas[0]], dtype=float)
 
 
+def pixel_change(images: torch.Tensor, base: torch.Tensor) -> np.ndarray:
+    """Per image, the mean absolute pixel difference between `images` and `base` (same shape (n, ...))."""
+    return (images - base).abs().mean(dim=tuple(range(1, base.dim()))).numpy()
+
+
 def movement(sweep: dict[float, "Generations"]) -> dict[float, np.ndarray]:
-    """Per prompt and alpha, how far the image moved from its alpha = 0 version (same seed): the mean absolute
-    pixel change. Direction-free: a memorized sample pinned to its training image moves little whatever the push."""
+    """Per prompt and alpha, how far the image moved from its alpha = 0 version (same seed): `pixel_change`.
+    Direction-free: a memorized sample pinned to its training image moves little whatever the push."""
     base = sweep[min(sweep)].images
-    return {a: (g.images - base).abs().mean(dim=tuple(range(1, base.dim()))).numpy() for a, g in sweep.items()}
+    return {a: pixel_change(g.images, base) for a, g in sweep.items()}
+
+
+def rise_by_group(table: "pd.DataFrame", column: str, strength: str = "strength γ", group: str = "group") -> "pd.Series":
+    """Per group, how much the group's mean of `column` rose from the smallest strength (γ = 0) to the largest:
+    mean at the largest γ minus mean at γ = 0 (a table with one row per prompt and strength)."""
+    low, high = table[strength].min(), table[strength].max()
+    by = table.groupby([strength, group])[column].mean()
+    return (by.loc[high] - by.loc[low]).rename(column)
 
 
 def abruptness(sweep: dict[float, "Generations"]) -> np.ndarray:
