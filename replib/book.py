@@ -55,7 +55,10 @@ def assemble(notebooks: Path, out: Path, expected: list[str] | None = None,
         shutil.copy(ROOT / "book" / name, out / name)
     guide = out / "instructor.md"  # the times come from the measured log, never typed
     if guide.exists():
-        guide.write_text(guide.read_text().replace(TIMES_MARKER, course.times_table()))
+        from .exercises import exercise_table
+
+        guide.write_text(guide.read_text().replace(TIMES_MARKER, course.times_table())
+                         .replace(EXERCISES_MARKER, exercise_table()))
     from .exercises import student_notebook
 
     for nb in executed:
@@ -70,6 +73,7 @@ def assemble(notebooks: Path, out: Path, expected: list[str] | None = None,
     return [nb.stem for nb in executed]
 
 
+EXERCISES_MARKER = "<!-- exercises -->"  # replaced by `exercises.exercise_table()` in the instructor's guide
 STUDENT_DIR = "student"  # the student versions inside the book's sources; only_build_toc_files keeps them off the toc
 
 

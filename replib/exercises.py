@@ -613,6 +613,19 @@ def _check_copied_shares(answer, runs=None):
         compare(got.ravel(), reference(c, y), case, rtol=0, atol=1e-9)
 
 
+def exercise_table() -> str:
+    """Every exercise as a markdown table (id, lesson, title): the instructor's guide shows it, so it never goes stale."""
+    rows = [f"| {ex.id} | [{ex.id[:2]}]({lesson}) | {ex.title} |" for ex in EXERCISES.values()
+            for lesson in [_lesson_file(ex.id[:2])]]
+    return "| exercise | lesson | what the learner does |\n|---|---|---|\n" + "\n".join(sorted(rows))
+
+
+def _lesson_file(prefix: str) -> str:
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    found = sorted(root.glob(f"{prefix}_*.ipynb"))
+    return found[0].name if found else f"{prefix}.ipynb"
+
+
 # ---- student versions ---------------------------------------------------------------------------------------------
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"   # nbgrader's markers, so nbgrader can take the notebooks as is

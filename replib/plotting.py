@@ -17,6 +17,55 @@ def _img(v: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     return v.detach().float().reshape(shape).numpy()
 
 
+def _show(ax, image: torch.Tensor, shape: tuple[int, int] | None, rgb: bool) -> None:
+    """One image on `ax`: a colour image (3, H, W) in [-1, 1] as it is, or a flattened grey one scaled to its range."""
+    if rgb:
+        ax.imshow(((image.detach().float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+    else:
+        ax.imshow(_img(image, shape), cmap="gray")
+    ax.axis("off")
+
+
+def plot_images_and_representation(images: Sequence[torch.Tensor], titles: Sequence[str], h: torch.Tensor,
+                                   h_title: str, shape: tuple[int, int] | None = None):
+    """A few images side by side (an input, its output, its nearest column ...; grey flattened with `shape`, or
+    colour (3, H, W) in [-1, 1]) and then one representation `h` as a bar plot: what an explorer shows per step."""
+    fig, axes = plt.subplots(1, len(images) + 1, figsize=(2.4 * len(images) + 4, 2.5),
+                             gridspec_kw={"width_ratios": [1] * len(images) + [2.5]})
+    for ax, image, title in zip(axes, images, titles):
+        _show(ax, image, shape, image.dim() == 3 and image.shape[0] == 3)
+        ax.set_title(title, fontsize=8)
+    h = h.detach().float().flatten()
+    axes[-1].bar(np.arange(len(h)), h.numpy(), width=1.0, color="C0")
+    axes[-1].set_xticks([])
+    axes[-1].set_title(h_title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_against_groups(samples: torch.Tensor, nearest: torch.Tensor, scores: np.ndarray,
+                        groups: dict[str, np.ndarray], titles: Sequence[str], xlabel: str = "detector score"):
+    """One row per sample: the sample, its nearest training image, and where its score falls (a vertical line)
+    against the score distributions of reference `groups` (e.g. memorized vs other captions)."""
+    n = len(samples)
+    fig, axes = plt.subplots(n, 3, figsize=(8.5, 1.9 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 3.5]})
+    bins = np.histogram_bin_edges(np.concatenate([*groups.values(), np.asarray(scores, dtype=float)]), bins=30)
+    for i in range(n):
+        for j, image in enumerate((samples[i], nearest[i])):
+            _show(axes[i, j], image, None, True)
+        for k, (name, values) in enumerate(groups.items()):
+            axes[i, 2].hist(values, bins=bins, alpha=0.5, color=f"C{k}", label=name, density=True)
+        axes[i, 2].axvline(float(scores[i]), color="k", lw=2, label="this caption")
+        axes[i, 2].set_title(titles[i], fontsize=8)
+        axes[i, 2].tick_params(labelsize=6)
+    axes[0, 0].set_title("generated", fontsize=8)
+    axes[0, 1].set_title("nearest training", fontsize=8)
+    axes[0, 2].legend(fontsize=7)
+    axes[-1, 2].set_xlabel(xlabel, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def show_images(images: torch.Tensor, shape: tuple[int, int], titles: Sequence[str] | None = None, ncols: int = 10,
                 size: float = 1.1, suptitle: str | None = None):
     """A grid of images: flattened grey images (n, d), each scaled to its own range, or colour images (n, 3, H, W)
@@ -29,10 +78,7 @@ def show_images(images: torch.Tensor, shape: tuple[int, int], titles: Sequence[s
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            if rgb:
-                ax.imshow(((images[i].detach().float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
-            else:
-                ax.imshow(_img(images[i], shape), cmap="gray")
+            _show(ax, images[i], shape, rgb)
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
     if suptitle:

@@ -37,6 +37,18 @@ def explore(plot: Callable[..., Any], **controls: tuple[list[Any], Any]) -> Any:
     return w.interact(plot, **sliders)
 
 
+def playground(plot: Callable[[list[str]], Any], presets: list[str], name: str = "caption") -> Any:
+    """Type a text (a caption) and see `plot([text])`; a box that also offers the `presets`. Static (no live
+    front-end): `plot(presets)` once, so the page shows every preset."""
+    if not interactive_frontend():
+        return plot(list(presets))
+    import ipywidgets as w
+
+    box = w.Combobox(value=presets[0], options=list(presets), description=name, ensure_option=False,
+                     continuous_update=False, layout=w.Layout(width="60%"))
+    return w.interact(lambda text: plot([text]), text=box)
+
+
 def progress(iterable, **kwargs):
     """A tqdm progress bar: the notebook widget with a live front-end, plain text otherwise (papermill, nbval, the
     book), where a widget would be stored as a frozen snapshot.

@@ -162,6 +162,7 @@ def test_course_pages_follow_the_lessons_and_the_guide_shows_measured_times(tmp_
         assert (out / f"{page}.md").exists() and f"file: {page}" in toc
     guide = (out / "instructor.md").read_text()
     assert book.TIMES_MARKER not in guide and course.times_table() in guide
+    assert book.EXERCISES_MARKER not in guide and "| 05.1 | [05](05_unet_digits.ipynb) | Gu et al.'s copy rule |" in guide
     assert "| `05_unet_digits` |" in guide
 
 

@@ -114,6 +114,20 @@ def test_explore_static_calls_plot_once_with_defaults(monkeypatch):
     assert calls == [(20, 0.1), (6, 0.3)]
 
 
+def test_playground_static_plots_every_preset_and_live_wires_a_text_box(monkeypatch):
+    calls = []
+    assert widgets.playground(lambda captions: calls.append(captions) or "figure", ["a red x", "a blue y"]) == "figure"
+    assert calls == [["a red x", "a blue y"]]
+    import ipywidgets
+
+    seen = {}
+    monkeypatch.setattr(widgets, "interactive_frontend", lambda: True)
+    monkeypatch.setattr(ipywidgets, "interact", lambda f, **kw: seen.update(kw, result=f(kw["text"].value)))
+    widgets.playground(lambda captions: calls.append(captions) or "live", ["a red x", "a blue y"])
+    assert isinstance(seen["text"], ipywidgets.Combobox) and seen["text"].options == ("a red x", "a blue y")
+    assert calls[-1] == ["a red x"] and seen["result"] == "live"  # one typed caption at a time
+
+
 @pytest.mark.slow
 def test_papermill_bad_parameter_stops_with_readable_error(tmp_path):
     import papermill as pm
