@@ -399,3 +399,25 @@ def test_student_check_rewrites_a_prepared_notebook(tmp_path):
     cells = nbformat.read(str(tmp_path / "02_x.ipynb"), as_version=4).cells
     assert cells[0].source == "x = 1" and "verify_exercise_cell('02.1'" in cells[1].source
     exec(cells[1].source, {})  # runs: the stub stops the student version, the solution passes
+
+
+def test_every_lesson_has_its_exercises_in_a_closing_section():
+    """2-4 exercises in each lesson, one in 08 and 09 (the stand-in lessons); every exercise of the library is in
+    exactly one notebook, the one its id names, after that notebook's "## Exercises" heading."""
+    import nbformat
+
+    from replib.execute import find_notebooks
+
+    seen = []
+    for path in find_notebooks(None):
+        nb = nbformat.read(str(path), as_version=4)
+        heading = next((k for k, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                        and c.source.startswith("## Exercises")), None)
+        ids = [(k, i) for k, c in enumerate(nb.cells) if c.cell_type == "code" for i in exercises.stub_solutions(c.source)[1]]
+        prefix = path.name[:2]
+        wanted = (1, 1) if prefix in ("08", "09") else (2, 4)
+        assert wanted[0] <= len(ids) <= wanted[1], f"{path.name}: {len(ids)} exercises"
+        assert heading is not None and all(k > heading for k, _ in ids), f"{path.name}: exercises outside the closing section"
+        assert all(i.startswith(prefix + ".") for _, i in ids), f"{path.name}: {ids}"
+        seen += [i for _, i in ids]
+    assert sorted(seen) == sorted(exercises.EXERCISES)
