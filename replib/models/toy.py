@@ -49,13 +49,13 @@ class ToyDiffusionDAE(nn.Module):
         return self.skip * x + (self.hidden(x, sigma) * scale) @ self.W.T
 
 
-@torch.no_grad()
 def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
     """One Euler step of the probability-flow ODE dx/dsigma = (x - D(x, sigma))/sigma, from noise level `sigma` to
     `sigma_next` (smaller while sampling); `denoised` = D(x, sigma)."""
     return x + (sigma_next - sigma) * (x - denoised) / sigma
 
 
+@torch.no_grad()
 def sample_toy(model: ToyDiffusionDAE, n: int, steps: int = 50, sigma_min: float = 0.02, sigma_max: float = 2.0,
                method: str = "ode", seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Sample on a geometric sigma grid from sigma_max to sigma_min, then one final denoising step.
