@@ -165,3 +165,20 @@ def test_real_notebook_stops_on_bad_parameter(tmp_path, notebook, name, value, a
                             progress_bar=False, cwd=str(tmp_path))
     text = str(err.value)
     assert "ParameterError" in text and name in text and allowed in text
+
+
+def test_prepared_test_notebooks_run_each_exercise_as_a_student_first(tmp_path):
+    """`make test`'s notebooks (--prepare-only --student-check): the quick parameters injected, and every exercise
+    cell replaced by its student-then-solution check; the other cells as they are."""
+    import nbformat
+
+    from replib import exercises
+
+    execute.run("quick", tmp_path, ["02"], prepare_only=True, student_check=True)
+    cells = nbformat.read(str(tmp_path / "02_generalization.ipynb"), as_version=4).cells
+    checked = [c.source for c in cells if "verify_exercise_cell" in c.source]
+    assert [s.split("verify_exercise_cell(")[1][1:5] for s in checked] == ["02.1", "02.2"]
+    assert not any(exercises.BEGIN in c.source for c in cells if "verify_exercise_cell" not in c.source)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in cells)
+    with pytest.raises(SystemExit):
+        execute.main(["02", "--student-check", "--out", str(tmp_path)])  # only with --prepare-only
