@@ -421,3 +421,22 @@ def test_every_lesson_has_its_exercises_in_a_closing_section():
         assert all(i.startswith(prefix + ".") for _, i in ids), f"{path.name}: {ids}"
         seen += [i for _, i in ids]
     assert sorted(seen) == sorted(exercises.EXERCISES)
+
+
+def test_student_versions_differ_from_the_sources_only_in_solution_cells(tmp_path):
+    """A student notebook is its source with each solution region stubbed and the outputs cleared, nothing else: so
+    make test, which runs every other cell as it is and each exercise cell as the student version
+    (`verify_exercise_cell`), runs the student notebooks too."""
+    import nbformat
+
+    written = exercises.write_student_versions(exercises.Path(exercises.__file__).parents[1] / "notebooks", tmp_path)
+    for name, ids in written.items():
+        source = nbformat.read(str(exercises.Path(exercises.__file__).parents[1] / "notebooks" / name), as_version=4)
+        student = nbformat.read(str(tmp_path / name), as_version=4)
+        assert len(source.cells) == len(student.cells)
+        changed = [i for s, t in zip(source.cells, student.cells) for i in exercises.stub_solutions(s.source)[1]
+                   if s.source != t.source]
+        assert changed == ids, name
+        for s, t in zip(source.cells, student.cells):
+            if not exercises.stub_solutions(s.source)[1]:
+                assert s.source == t.source and s.cell_type == t.cell_type
