@@ -30,14 +30,18 @@ def detector_seed(seed: int) -> int:
     spawn key), so the detector never adds the very noise a generation with the same seed started from. The authors
     draw fresh noise (`randn_like`); reusing the starting noise would put a memorized sample's noised input almost on
     its own sampling path (notebook 06 measures the difference)."""
-    state = np.random.SeedSequence(int(seed), spawn_key=(DETECTOR_STREAM,)).generate_state(2, np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1  # 62 bits: a valid torch seed
+    return _stream_seed(seed, (DETECTOR_STREAM,))
 
 
 def encoder_seed(seed: int) -> int:
     """The seed of the VAE posterior sample for `seed` (`pipelines.encode`): a third stream, apart from the
     generation's and the detector's noise."""
-    state = np.random.SeedSequence(int(seed), spawn_key=(DETECTOR_STREAM, 1)).generate_state(2, np.uint32)
+    return _stream_seed(seed, (DETECTOR_STREAM, 1))
+
+
+def _stream_seed(seed: int, key: tuple[int, ...]) -> int:
+    """A torch seed (62 bits) for `seed` in the stream `key` (numpy `SeedSequence` spawn key)."""
+    state = np.random.SeedSequence(int(seed), spawn_key=key).generate_state(2, np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
