@@ -621,8 +621,9 @@ def exercise_table() -> str:
 
 
 def _lesson_file(prefix: str) -> str:
-    root = Path(__file__).resolve().parents[1] / "notebooks"
-    found = sorted(root.glob(f"{prefix}_*.ipynb"))
+    from .execute import find_notebooks
+
+    found = find_notebooks([prefix])
     return found[0].name if found else f"{prefix}.ipynb"
 
 
